@@ -1,0 +1,178 @@
+"""The `nas` command: parsing and printing only; the work happens in the modules it calls.
+
+Every error a user can cause ends in one line on stderr and exit status 2 (130 on Ctrl-C).
+Set NAS_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from nas import __version__
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("nas: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as e:
+        if os.environ.get("NAS_DEBUG"):
+            raise
+        print(f"nas {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"nas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_count(sub)
+    return parser
+
+
+# ------------------------------------------------------------------------------------ value types
+
+
+def parse_count(text: str) -> int:
+    """'5e6', '5000000', '5M', '2.5m', '500k', '5_000_000' -> an int."""
+    t = str(text).strip().replace("_", "").replace(",", "")
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)([kmg]?)", t, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (try 5e6, 5000000 or 5M)")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a count must be at least 1, got {text!r}")
+    return int(round(value))
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def pool_value(text: str) -> str | int:
+    if text == "global":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"pool is 'global' or an integer P, got {text!r}")
+
+
+def add_arch_flags(p: argparse.ArgumentParser) -> None:
+    """ArchSpec as flags (one name per field: --stem-kernel is stem_kernel)."""
+    g = p.add_argument_group("architecture")
+    g.add_argument("--blocks", type=int_list, help="blocks per stage, e.g. 3,5,3")
+    g.add_argument("--channels", type=int_list, help="channels per stage, e.g. 64,128,256")
+    g.add_argument("--stem-channels", type=int, help="stem width (default: the first stage's)")
+    g.add_argument("--stem-kernel", type=int, help="stem kernel F0 (odd)")
+    g.add_argument("--kernel", type=int_list, help="block kernel F (odd), one for all stages or one per stage")
+    g.add_argument("--skip-kernel", type=int, help="skip-connection kernel K (odd)")
+    g.add_argument("--pool", type=pool_value, help="'global' or P (P x P average pool over the final map)")
+    g.add_argument("--block", choices=["basic", "preact"])
+    g.add_argument("--se", type=int, help="squeeze-and-excitation ratio (0 = off)")
+    g.add_argument("--classes", type=int)
+    g.add_argument("--image-size", type=int)
+    g.add_argument("--in-channels", type=int)
+
+
+ARCH_FLAGS = ("blocks", "channels", "stem_channels", "stem_kernel", "kernel", "skip_kernel", "pool", "block",
+              "se", "classes", "image_size", "in_channels")  # fmt: skip
+
+
+def arch_from_flags(args: argparse.Namespace, base: dict[str, Any] | None = None):
+    """An ArchSpec from the flags given, over `base` (a preset's fields) when there is one."""
+    from nas.arch import ArchSpec
+
+    d = dict(base or {})
+    d.update({k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k, None) is not None})
+    if isinstance(d.get("kernel"), list) and len(d["kernel"]) == 1:
+        d["kernel"] = d["kernel"][0]
+    if "blocks" not in d or "channels" not in d:
+        raise ValueError("give --blocks and --channels (e.g. --blocks 3,5,3 --channels 64,128,256) or --preset NAME.")
+    return ArchSpec.from_dict(d)
+
+
+# ------------------------------------------------------------------------------------------ count
+
+
+def _add_count(sub: Any) -> None:
+    p = sub.add_parser(
+        "count",
+        help="parameters and MACs of an architecture, a preset, or a whole search space",
+        description="Count parameters and multiply-accumulates in closed form (no model is built).",
+    )
+    add_arch_flags(p)
+    p.add_argument("--preset", help="a preset from search_spaces/presets/ (flags given override its fields)")
+    p.add_argument("--space", help="sample this search space instead and report the budget share")
+    p.add_argument("--budget", type=parse_count, help="parameter budget, e.g. 5e6 or 5M")
+    p.add_argument("--samples", type=parse_count, default=100_000, help="configurations to sample with --space")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_count)
+
+
+def run_count(args: argparse.Namespace) -> int:
+    from nas.count import count_macs, count_params
+
+    if args.space:
+        return _count_space(args)
+    base = None
+    if args.preset:
+        from nas.space import load_preset
+
+        _, preset_spec, _ = load_preset(args.preset)
+        base = preset_spec.to_dict()
+    spec = arch_from_flags(args, base)
+    params, macs = count_params(spec), count_macs(spec)
+    out: dict[str, Any] = {"params": params, "macs": macs}
+    if args.budget:
+        out["budget"] = args.budget
+        out["within_budget"] = params <= args.budget
+    out["spec"] = spec.to_dict()
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(spec.describe())
+    print(f"parameters  {params:>15,}")
+    print(f"MACs        {macs:>15,}  per image, forward ({macs / 1e6:,.1f} M)")
+    if args.budget:
+        verdict = "within" if params <= args.budget else "OVER"
+        print(f"budget      {args.budget:>15,}  {verdict} ({params / args.budget:.1%})")
+    return 0
+
+
+def _count_space(args: argparse.Namespace) -> int:
+    from nas.space import load_space, survey
+
+    if not args.budget:
+        raise ValueError("--space needs --budget (e.g. --budget 5e6).")
+    space = load_space(args.space)
+    data = {k: getattr(args, k) for k in ("classes", "image_size", "in_channels") if getattr(args, k) is not None}
+    s = survey(space, args.budget, args.samples, args.seed, **data)
+    if args.json:
+        print(json.dumps({"space": str(space.path), **s}))
+        return 0
+    print(f"space        {space.path}")
+    print(f"samples      {s['samples']:,} (seed {args.seed}, uniform random)")
+    print(f"budget       {s['budget']:,}: {s['within_budget']:.1%} of samples within")
+    print(f"smallest     {s['smallest']:,} parameters")
+    print("parameters   " + "  ".join(f"{k} {v / 1e6:.2f}M" for k, v in s["percentiles"].items()))
+    print(f"speed        {s['specs_per_s']:,.0f} specs/s sampled and counted; "
+          f"count_params alone {s['count_params_per_s']:,.0f} calls/s")  # fmt: skip
+    return 0

@@ -1,0 +1,133 @@
+"""The training vocabulary: `Recipe`, a frozen, validated description of how to train a model.
+
+Search-space YAML, presets, trial params and checkpoints use these field names. Epoch-valued fields
+(`epochs`, `step_every`, `restart_every`, `warmup_epochs`) are in the units people write recipes in;
+`compressed(e)` rescales them so a short proxy run follows the same schedule shape.
+No torch here: `nas.train` turns a Recipe into optimizers and learning rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+OPTIMIZERS = ("sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad", "asgd", "rmsprop")
+MOMENTUM_OPTIMIZERS = ("sgd", "sgd-nesterov", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "cosine-restarts", "warmup-cosine", "onecycle")
+PAD_MODES = ("reflect", "zeros")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # sgd, sgd-nesterov, rmsprop
+    weight_decay: float = 5e-4
+    decay_norm_bias: bool = True  # False: no weight decay on BatchNorm weights and biases
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off
+    schedule: str = "cosine"
+    step_every: float = 30.0  # step: multiply lr by gamma every this many epochs
+    gamma: float = 0.1
+    restart_every: float = 50.0  # cosine-restarts: cycle length in epochs
+    restart_decay: float = 1.0  # cosine-restarts: peak lr multiplier from one cycle to the next
+    warmup_epochs: float = 5.0  # warmup-cosine
+    epochs: int = 200
+    batch_size: int = 128
+    crop_padding: int = 4  # random crop after padding by this many pixels; 0 = off
+    pad_mode: str = "reflect"
+    flip: bool = True
+    cutout: int = 0  # side of each cutout hole in pixels; 0 = off
+    cutout_holes: int = 1
+    rotation: float = 0.0  # max random rotation in degrees; 0 = off
+    mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off. With mixup too, each batch picks one at random.
+    label_smoothing: float = 0.0
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kind = _KINDS[f.name]
+            if kind is bool:
+                if not isinstance(v, bool):
+                    raise ValueError(f"recipe {f.name} must be true or false, got {v!r}.")
+            elif kind is int:
+                if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
+                    raise ValueError(f"recipe {f.name} must be an integer, got {v!r}.")
+                object.__setattr__(self, f.name, int(v))
+            elif kind is float:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                    raise ValueError(f"recipe {f.name} must be a number, got {v!r}.")
+                object.__setattr__(self, f.name, float(v))
+            elif not isinstance(v, str):
+                raise ValueError(f"recipe {f.name} must be a string, got {v!r}.")
+        for name, allowed in [
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("pad_mode", PAD_MODES),
+            ("precision", PRECISIONS),
+        ]:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"recipe {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
+        positive = ["lr", "epochs", "batch_size", "step_every", "restart_every", "cutout_holes"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"recipe {name} must be positive, got {getattr(self, name)}.")
+        non_negative = ["weight_decay", "grad_clip", "warmup_epochs", "crop_padding", "cutout", "rotation", "mixup", "cutmix"]
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ValueError(f"recipe {name} cannot be negative, got {getattr(self, name)}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"recipe momentum must be in [0, 1), got {self.momentum}.")
+        if not 0.0 < self.gamma <= 1.0 or not 0.0 < self.restart_decay <= 1.0:
+            raise ValueError("recipe gamma and restart_decay are decay factors in (0, 1].")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"recipe label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
+    def compressed(self, epochs: int) -> Recipe:
+        """The same recipe over `epochs` epochs: every epoch-valued schedule field scales alike."""
+        f = epochs / self.epochs
+        return replace(
+            self,
+            epochs=epochs,
+            step_every=self.step_every * f,
+            restart_every=self.restart_every * f,
+            warmup_epochs=self.warmup_epochs * f,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        unknown = sorted(set(d) - RECIPE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown recipe key {unknown[0]!r}; known keys: {', '.join(sorted(RECIPE_FIELDS))}.")
+        return cls(**d)
+
+
+RECIPE_FIELDS = frozenset(f.name for f in fields(Recipe))
+_KINDS = {f.name: type(f.default) for f in fields(Recipe)}
+DEFAULTS = Recipe().to_dict()
+
+
+def field_used(name: str, chosen: dict[str, Any]) -> bool:
+    """Whether recipe field `name` affects training given the fields chosen so far (fields come in
+    declaration order, so what decides is always chosen first). A search space samples a
+    conditional field only where it is used."""
+    get = lambda k: chosen.get(k, DEFAULTS[k])  # noqa: E731
+    if name == "momentum":
+        return get("optimizer") in MOMENTUM_OPTIMIZERS
+    if name in ("step_every", "gamma"):
+        return get("schedule") == "step"
+    if name in ("restart_every", "restart_decay"):
+        return get("schedule") == "cosine-restarts"
+    if name == "warmup_epochs":
+        return get("schedule") == "warmup-cosine"
+    if name == "cutout_holes":
+        return get("cutout") > 0
+    if name == "pad_mode":
+        return get("crop_padding") > 0
+    return True

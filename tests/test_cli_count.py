@@ -1,0 +1,74 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nas.cli import main, parse_count
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_count_json_reports_resnet18(capsys):
+    code, out, _ = run(capsys, "count", "--blocks", "2,2,2,2", "--channels", "64,128,256,512", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["params"] == 11_173_962 and result["macs"] == 555_422_720
+
+
+def test_count_for_people_with_budget(capsys):
+    code, out, _ = run(capsys, "count", "--preset", "resnet24", "--budget", "5M")
+    assert code == 0 and "4,918,602" in out and "within" in out
+
+
+def test_preset_fields_can_be_overridden(capsys):
+    code, out, _ = run(capsys, "count", "--preset", "resnet24", "--classes", "100", "--json")
+    assert json.loads(out)["params"] == 4_918_602 + 256 * 90 + 90
+
+
+def test_count_space_reports_share_percentiles_and_speed(capsys):
+    code, out, _ = run(capsys, "count", "--space", "tiny", "--budget", "20k", "--samples", "2000", "--json")
+    result = json.loads(out)
+    assert code == 0 and 0 < result["within_budget"] < 1
+    assert result["percentiles"]["p0"] <= result["percentiles"]["p50"] <= result["percentiles"]["p100"]
+    assert result["smallest"] == result["percentiles"]["p0"] or result["smallest"] < result["percentiles"]["p0"]
+    assert result["specs_per_s"] > 0 and result["count_params_per_s"] > result["specs_per_s"]
+    code, out, _ = run(capsys, "count", "--space", "tiny", "--budget", "20k", "--samples", "500")
+    assert "within" in out and "calls/s" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--blocks", "2,2", "--channels", "16,32", "--kernel", "4"], "odd"),
+        (["--blocks", "2,2"], "give --blocks and --channels"),
+        (["--preset", "nope"], "no such file"),
+        (["--space", "tiny"], "needs --budget"),
+        (["--blocks", "1", "--channels", "8", "--pool", "3"], "does not divide"),
+    ],
+)
+def test_bad_spec_is_one_line_and_exit_2(capsys, argv, message):
+    code, out, err = run(capsys, "count", *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_console_entry_point_exits_2_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "nas", "count", "--blocks", "1", "--channels", "8", "--kernel", "2"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "odd" in proc.stderr
+
+
+@pytest.mark.parametrize("text,value", [("5e6", 5_000_000), ("5000000", 5_000_000), ("5M", 5_000_000),
+                                        ("2.5m", 2_500_000), ("500k", 500_000), ("5_000_000", 5_000_000)])  # fmt: skip
+def test_parse_count(text, value):
+    assert parse_count(text) == value
+
+
+@pytest.mark.parametrize("text", ["five", "5X", "-3", "0", ""])
+def test_parse_count_rejects_nonsense(text):
+    with pytest.raises(Exception):
+        parse_count(text)

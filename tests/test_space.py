@@ -1,0 +1,156 @@
+import random
+
+import pytest
+
+from nas.arch import ArchSpec
+from nas.count import count_params
+from nas.recipe import Recipe
+from nas.space import DEFAULT_SPACE, SpaceError, load_preset, load_space, preset_names
+
+MINIMAL = "arch:\n  stages: {int: [1, 2]}\n  blocks: {int: [1, 2]}\n  width: {choice: [8, 16]}\n"
+
+
+def write(tmp_path, text, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_default_and_tiny_spaces_load_and_decode():
+    for name in (DEFAULT_SPACE, "tiny"):
+        space = load_space(name)
+        rng = random.Random(0)
+        for _ in range(300):
+            spec, recipe = space.sample(rng)
+            assert isinstance(spec, ArchSpec) and isinstance(recipe, Recipe)
+
+
+def test_default_space_covers_every_dimension():
+    space = load_space()
+    for key in ("stages", "blocks", "width", "growth", "stem_channels", "stem_kernel", "kernel", "skip_kernel",
+                "pool", "block", "se", "dropout", "drop_path"):  # fmt: skip
+        assert key in space.arch
+    assert set(space.recipe["optimizer"].values) == {"sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad",
+                                                     "asgd", "rmsprop"}  # fmt: skip
+    assert set(space.recipe["lr"]) == set(space.recipe["optimizer"].values)
+    assert set(space.recipe["schedule"].values) == {"constant", "step", "cosine", "cosine-restarts", "warmup-cosine",
+                                                    "onecycle"}  # fmt: skip
+    for key in ("crop_padding", "flip", "cutout", "mixup", "cutmix", "rotation", "label_smoothing", "batch_size",
+                "momentum", "weight_decay"):  # fmt: skip
+        assert key in space.recipe
+
+
+class Recorder:
+    """Stands in for an Optuna trial: records which params were asked, answers with the lowest."""
+
+    def __init__(self):
+        self.params = {}
+
+    def __call__(self, name, p):
+        self.params[name] = p.lowest() if name != "stages" else p.high
+        return self.params[name]
+
+
+def test_per_stage_and_conditional_params():
+    space = load_space()
+    pick = Recorder()
+    spec, recipe = space.decode(pick)
+    n = spec.stages
+    assert [f"blocks_{i}" for i in range(n)] == [k for k in pick.params if k.startswith("blocks_")]
+    assert recipe.optimizer == "adadelta"  # lowest name alphabetically
+    assert "lr_adadelta" in pick.params and "lr_sgd" not in pick.params
+    assert "momentum" not in pick.params  # adadelta has no momentum
+    assert recipe.schedule == "constant" and "step_every" not in pick.params and "restart_every" not in pick.params
+
+
+def test_params_rebuild_the_exact_configuration():
+    space = load_space()
+    rng = random.Random(1)
+    for _ in range(200):
+        pick = Recorder()
+        params = {}
+
+        def record(name, p):
+            params[name] = p.sample(rng)
+            return params[name]
+
+        try:
+            config = space.decode(record)
+        except ValueError:
+            continue
+        assert space.from_params(params) == config
+
+
+def test_channels_follow_width_and_growth():
+    spec, _ = load_space().decode(lambda name, p: {"stages": 3, "width": 24, "growth": 1.5}.get(name, p.lowest()))
+    assert spec.channels == (24, 40, 56)  # 24, 36 -> 40, 54 -> 56: multiples of 8
+
+
+def test_smallest_configuration_bounds_the_space():
+    space = load_space()
+    smallest = count_params(space.smallest())
+    rng = random.Random(2)
+    assert all(count_params(space.sample(rng)[0]) >= smallest for _ in range(2000))
+    assert count_params(space.smallest(classes=100)) > smallest
+
+
+def test_presets_load_and_match_published_counts():
+    names = preset_names()
+    assert {"resnet18", "resnet24", "resnet12-k5"} <= set(names) and len(names) >= 6
+    counts = {name: count_params(load_preset(name)[1]) for name in names}
+    assert counts["resnet18"] == 11_173_962 and counts["resnet24"] == 4_918_602
+    assert counts["resnet12-k5"] == 4_980_298
+    assert all(c <= 5_000_000 for n, c in counts.items() if n != "resnet18")
+    name, spec, recipe = load_preset("resnet24")
+    assert recipe.schedule == "cosine-restarts" and recipe.restart_every == 50 and recipe.cutout == 8
+    assert recipe.lr == 0.01 and recipe.batch_size == 128
+
+
+@pytest.mark.parametrize(
+    "text,where,message",
+    [
+        (MINIMAL + "  colour: red\n", "arch.colour", "unknown key"),
+        (MINIMAL + "recipe:\n  optimiser: sgd\n", "recipe.optimiser", "unknown key"),
+        (MINIMAL + "  kernel: {choice: []}\n", "arch.kernel", "non-empty list"),
+        (MINIMAL + "  dropout: {float: [0.3, 0.1]}\n", "arch.dropout", "greater than high"),
+        (MINIMAL + "  kernel: {choice: [3, '5']}\n", "arch.kernel", "expected an integer"),
+        (MINIMAL + "  kernel: {choice: [3, 4]}\n", "arch.kernel", "odd"),
+        (MINIMAL + "  stem_kernel: {float: [3, 5]}\n", "arch.stem_kernel", "does not fit"),
+        (MINIMAL + "  se: {int: [0, 8], lg: true}\n", "arch.se", "unknown distribution key 'lg'"),
+        (MINIMAL + "  se: {int: [0, 8], log: true}\n", "arch.se", "low > 0"),
+        (MINIMAL + "recipe:\n  optimizer: {choice: [sgd, lamb]}\n", "recipe.optimizer", "must be one of"),
+        (MINIMAL + "recipe:\n  lr: {sgd: 0.1, lion: 0.1}\n", "recipe.lr.lion", "unknown optimizer"),
+        (MINIMAL + "recipe:\n  optimizer: {choice: [sgd, adam]}\n  lr: {sgd: 0.1}\n", "recipe.lr", "'adam'"),
+        (MINIMAL + "recipe:\n  batch_size: 12.5\n", "recipe.batch_size", "expected an integer"),
+        (MINIMAL + "recipe:\n  flip: {choice: [yes, 1]}\n", "recipe.flip", "true or false"),
+        (MINIMAL + "  kernel: [3, 5]\n", "arch.kernel", "not a value here"),
+        ("arch:\n  stages: 2\n  blocks: 1\n", "arch", "either 'channels'"),
+        ("arch:\n  stages: 2\n  width: 8\n", "arch", "needs 'blocks'"),
+        ("arch: [1, 2]\n", "arch", "mapping"),
+        ("searh:\n  x: 1\n", "searh", "unknown section"),
+        ("arch:\n  stages: {int: [1, 2]\n", "line", "not valid YAML"),
+    ],
+)
+def test_loader_rejects_bad_files_naming_file_and_key(tmp_path, text, where, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as e:
+        load_space(path)
+    assert str(path) in str(e.value) and where in str(e.value) and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_space_with_no_valid_configuration_is_rejected(tmp_path):
+    path = write(tmp_path, "arch:\n  stages: 1\n  blocks: 1\n  width: 8\n  pool: 3\n")
+    with pytest.raises(SpaceError, match="no configuration"):
+        load_space(path)
+
+
+def test_unknown_space_name_lists_the_known_ones():
+    with pytest.raises(SpaceError, match="resnet_cifar"):
+        load_space("no-such-space")
+
+
+def test_bad_preset_names_file_and_key(tmp_path):
+    path = write(tmp_path, "arch:\n  blocks: [1]\n  channels: [8]\n  widht: 3\n", "p.yaml")
+    with pytest.raises(SpaceError, match=r"p\.yaml: unknown architecture key 'widht'"):
+        load_preset(path)
