@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_count(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -72,6 +73,13 @@ def pool_value(text: str) -> str | int:
     if text.isdigit():
         return int(text)
     raise argparse.ArgumentTypeError(f"pool is 'global' or an integer P, got {text!r}")
+
+
+def add_data_flags(p: argparse.ArgumentParser, default: str | None = "cifar10") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default,
+                   help=f"cifar10, cifar100, imagefolder:PATH or synthetic[:N] (default: {default})")  # fmt: skip
+    g.add_argument("--data-dir", help="where torchvision's CIFAR files are or go (default: ~/.cache/nas)")
 
 
 def add_arch_flags(p: argparse.ArgumentParser) -> None:
@@ -175,4 +183,52 @@ def _count_space(args: argparse.Namespace) -> int:
     print("parameters   " + "  ".join(f"{k} {v / 1e6:.2f}M" for k, v in s["percentiles"].items()))
     print(f"speed        {s['specs_per_s']:,.0f} specs/s sampled and counted; "
           f"count_params alone {s['count_params_per_s']:,.0f} calls/s")  # fmt: skip
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ bench
+
+
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the training engine on one architecture (and optionally check its accuracy)",
+        description="Per-epoch time, images/s, TFLOP/s, first-epoch overhead and peak memory of training "
+        "one architecture on the whole training set; --accuracy-run N adds a short one-cycle run's test accuracy.",
+    )
+    add_arch_flags(p)
+    add_data_flags(p)
+    p.add_argument("--preset", help="a preset (default: resnet24 unless --blocks/--channels are given)")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of the speed run (default 5)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--accuracy-run", type=int, default=0, metavar="N", help="then train N epochs and test")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (costs ~30 s per architecture)")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
+    p.add_argument("--record", metavar="PATH", help="append the result to this Markdown file "
+                   "(e.g. benchmarks/RESULTS.md)")  # fmt: skip
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from nas import bench
+    from nas.recipe import Recipe
+    from nas.space import load_preset
+
+    if args.epochs < 1 or args.batch_size < 1 or args.accuracy_run < 0:
+        raise ValueError("--epochs and --batch-size must be positive and --accuracy-run not negative.")
+    recipe, base = Recipe(), None
+    if args.preset or args.blocks is None:
+        _, spec, recipe = load_preset(args.preset or "resnet24")
+        base = spec.to_dict()
+    spec = arch_from_flags(args, base)
+    recipe = replace(recipe, batch_size=args.batch_size)
+    result = bench.run_bench(spec.to_dict(), recipe, args.dataset, args.data_dir, epochs=args.epochs,
+                             accuracy_epochs=args.accuracy_run, compile=args.compile, device=args.device)  # fmt: skip
+    print(json.dumps(result) if args.json else bench.summary(result))
+    if args.record:
+        bench.record(result, Path(args.record), "nas " + " ".join(sys.argv[1:]))
     return 0

@@ -81,6 +81,8 @@ class Recipe:
                 raise ValueError(f"recipe {name} cannot be negative, got {getattr(self, name)}.")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"recipe momentum must be in [0, 1), got {self.momentum}.")
+        if self.optimizer == "sgd-nesterov" and self.momentum == 0:
+            raise ValueError("recipe sgd-nesterov needs a momentum above 0.")
         if not 0.0 < self.gamma <= 1.0 or not 0.0 < self.restart_decay <= 1.0:
             raise ValueError("recipe gamma and restart_decay are decay factors in (0, 1].")
         if not 0.0 <= self.label_smoothing < 1.0:

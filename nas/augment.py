@@ -1,0 +1,156 @@
+"""Batched augmentation on the device, and the iterator that feeds `fit`.
+
+Once per epoch the whole (permuted) training split is augmented in a few large tensor ops (crop
+with padding, flip, rotation, normalisation, cutout) and stored in the compute dtype; batches are
+then contiguous slices of it, so the inner loop launches no augmentation kernels beyond mixup or
+cutmix, moves nothing between host and device, and never waits for the CPU.
+
+Randomness: per-image draws come from one `torch.Generator` on the device; per-batch scalars (the
+mixup/cutmix lambda and box) from a Python `random.Random`. Both are saved in checkpoints, so a
+resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from nas.recipe import Recipe
+
+CHUNK = 8192  # images augmented at once: bounds the float temporaries to a few hundred MB
+
+
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, mode: str = "reflect") -> torch.Tensor:
+    """Pad by `padding` (reflect, or zeros: black) and cut a random window of the original size
+    from each image. The window is selected with a broadcast mask: one gather, no Python loop."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4, mode="reflect" if mode == "reflect" else "constant")
+    dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=g)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=g)
+    ar_h = torch.arange(h + 2 * padding, device=x.device)
+    ar_w = torch.arange(w + 2 * padding, device=x.device)
+    rows = (ar_h >= dy) & (ar_h < dy + h)
+    cols = (ar_w >= dx) & (ar_w < dx + w)
+    mask = rows[:, None, :, None] & cols[:, None, None, :]
+    return padded.masked_select(mask).view(n, c, h, w)  # row-major order is the window's order
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(x), 1, 1, 1, device=x.device, generator=g) < 0.5
+    return torch.where(flip, x.flip(3), x)
+
+
+def random_rotate(x: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:
+    """Rotate each image by a uniform angle in [-degrees, degrees] (bilinear, edges reflected)."""
+    angle = (torch.rand(len(x), device=x.device, generator=g) * 2 - 1) * math.radians(degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def cutout(x: torch.Tensor, size: int, holes: int, g: torch.Generator) -> torch.Tensor:
+    """Zero `holes` squares of side `size` per image, centred anywhere (they may overhang the edge,
+    as in DeVries & Taylor 2017). On normalised images zero is the mean colour."""
+    n, _, h, w = x.shape
+    keep = torch.ones(n, 1, h, w, dtype=torch.bool, device=x.device)
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    for _ in range(holes):
+        cy = torch.randint(0, h, (n, 1), device=x.device, generator=g) - size // 2
+        cx = torch.randint(0, w, (n, 1), device=x.device, generator=g) - size // 2
+        in_rows = (rows >= cy) & (rows < cy + size)
+        in_cols = (cols >= cx) & (cols < cx + size)
+        keep &= ~(in_rows[:, None, :, None] & in_cols[:, None, None, :])
+    return x * keep
+
+
+def mixup(x: torch.Tensor, t: torch.Tensor, lam: float, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend each image and its soft target with a random partner from the batch."""
+    perm = torch.randperm(len(x), device=x.device, generator=g)
+    return x * lam + x[perm] * (1 - lam), t * lam + t[perm] * (1 - lam)
+
+
+def cutmix(x: torch.Tensor, t: torch.Tensor, lam: float, rng: random.Random, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste a box of area about (1 - lam) from a random partner; targets mix by the box's true area."""
+    n, _, h, w = x.shape
+    ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = rng.randrange(h), rng.randrange(w)
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch - ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw - cw // 2, w)
+    perm = torch.randperm(n, device=x.device, generator=g)
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    area = (y1 - y0) * (x1 - x0) / (h * w)
+    return x, t * (1 - area) + t[perm] * area
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 (or float in [0, 255]) -> float, zero mean and unit variance per channel."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255
+    return (x.float() - m) / s
+
+
+def prepare(x: torch.Tensor, mean, std, dtype: torch.dtype) -> torch.Tensor:
+    """Normalised evaluation images in the compute dtype and channels_last, in chunks."""
+    out = [normalize(x[i : i + CHUNK], mean, std).to(dtype) for i in range(0, len(x), CHUNK)]
+    return torch.cat(out).contiguous(memory_format=torch.channels_last)
+
+
+class TrainBatches:
+    """Yields (images, targets) for one epoch per call. Targets are class indices, or soft targets
+    (N x classes, rows summing to 1) when mixup or cutmix is on."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, mean, std, classes: int,
+                 dtype: torch.dtype, seed: int):  # fmt: skip
+        self.x, self.y, self.recipe = x, y, recipe
+        self.mean, self.std, self.classes, self.dtype = mean, std, classes, dtype
+        self.g = torch.Generator(device=x.device).manual_seed(seed)
+        self.rng = random.Random(seed)
+        self.batch_size = min(recipe.batch_size, len(x))
+        self.steps = len(x) // self.batch_size  # the remainder is dropped: every step has one shape
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def state_dict(self) -> dict:
+        return {"g": self.g.get_state(), "rng": self.rng.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.g.set_state(state["g"])
+        self.rng.setstate(state["rng"])
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.recipe
+        x = x.float()
+        if r.crop_padding:
+            x = random_crop(x, r.crop_padding, self.g, r.pad_mode)
+        if r.flip:
+            x = random_flip(x, self.g)
+        if r.rotation:
+            x = random_rotate(x, r.rotation, self.g)
+        x = normalize(x, self.mean, self.std)
+        if r.cutout:
+            x = cutout(x, r.cutout, r.cutout_holes, self.g)
+        return x.to(self.dtype)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        r, bs = self.recipe, self.batch_size
+        perm = torch.randperm(len(self.x), device=self.x.device, generator=self.g)[: self.steps * bs]
+        images = torch.cat([self.augment(self.x[perm[i : i + CHUNK]]) for i in range(0, len(perm), CHUNK)])
+        images = images.contiguous(memory_format=torch.channels_last)
+        labels = self.y[perm]
+        for i in range(self.steps):
+            x, t = images[i * bs : (i + 1) * bs], labels[i * bs : (i + 1) * bs]
+            if r.mixup or r.cutmix:
+                t = F.one_hot(t, self.classes).float()  # targets stay fp32: rows sum to 1 exactly
+                use_cutmix = r.cutmix and (not r.mixup or self.rng.random() < 0.5)
+                alpha = r.cutmix if use_cutmix else r.mixup
+                lam = self.rng.betavariate(alpha, alpha)
+                x, t = cutmix(x, t, lam, self.rng, self.g) if use_cutmix else mixup(x, t, lam, self.g)
+            yield x, t

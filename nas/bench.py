@@ -1,0 +1,146 @@
+"""`nas bench`: how fast the engine trains one architecture, and how accurate a short run gets.
+
+Speed: a few epochs over the whole training set; per-epoch wall time, the training steps' own time
+(CUDA events), images/s, achieved TFLOP/s (training = 3 x forward, 2 FLOPs per MAC from
+`count_macs`), the first epoch's overhead (data to the device, model build, autotuning) and peak
+device memory. Accuracy (`--accuracy-run N`): N epochs of one-cycle Nesterov SGD, plain and
+flip-TTA test accuracy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nas.arch import ArchSpec
+from nas.count import count_macs, count_params
+from nas.data import load_dataset, test_split
+from nas.recipe import Recipe
+from nas.train import default_device, evaluate, fit
+
+# The short-run recipe of the accuracy check: one-cycle Nesterov SGD (super-convergence), the
+# preset's augmentation kept.
+ACCURACY_RUN = dict(optimizer="sgd-nesterov", lr=0.2, momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+                    label_smoothing=0.1, decay_norm_bias=False)  # fmt: skip
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir: str | None, *, epochs: int,
+              accuracy_epochs: int = 0, compile: bool = False, device: str | None = None) -> dict[str, Any]:  # fmt: skip
+    dev = torch.device(device) if device else default_device()
+    # Once per process, not per trial: the first optimizer imports torch._dynamo (1-3 s). Paid
+    # here so the overhead below is what every new architecture costs a search worker.
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    t0 = time.perf_counter()
+    ds = load_dataset(dataset, data_dir)
+    spec = ArchSpec.from_dict({**spec_dict, **ds.shape})
+    split = test_split(ds).to(dev)  # an epoch is the whole training set
+    data_seconds = time.perf_counter() - t0
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+    run = fit(spec, replace(recipe, epochs=epochs), split, device=dev, compile=compile)
+    if run.status != "complete":
+        raise ValueError(f"the speed run ended with status {run.status}: {run.message}")
+    h = run.history
+    later = h[1:] or h
+    steady_wall = statistics.median(r["seconds"] for r in later)
+    steady_train = statistics.median(r["train_seconds"] for r in later)
+    n, bs = len(split.train_y), min(recipe.batch_size, len(split.train_y))
+    images = n // bs * bs  # fit drops the last partial batch
+    flops = 3 * 2 * count_macs(spec) * images
+    setup = run.seconds - sum(r["seconds"] for r in h)  # model build, optimizer, eval data
+    out: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "device": device_name(dev),
+        "torch": torch.__version__,
+        "dataset": ds.name,
+        "spec": spec.describe(),
+        "params": count_params(spec),
+        "macs": count_macs(spec),
+        "batch_size": recipe.batch_size,
+        "precision": "bf16" if dev.type == "cuda" and recipe.precision != "fp32" else "fp32",
+        "compile": compile,
+        "epochs": [{k: r[k] for k in ("epoch", "seconds", "train_seconds")} for r in h],
+        "images_per_epoch": images,
+        "steady_epoch_seconds": steady_wall,
+        "steady_train_seconds": steady_train,
+        "images_per_second": images / steady_train,
+        "tflops": flops / steady_train / 1e12,
+        "data_seconds": data_seconds,
+        "setup_seconds": setup,
+        "first_epoch_extra_seconds": h[0]["seconds"] - steady_wall,
+        "first_epoch_overhead_seconds": data_seconds + setup + h[0]["seconds"] - steady_wall,
+        "peak_memory_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
+    }
+    if accuracy_epochs:
+        acc_recipe = replace(recipe, **ACCURACY_RUN, epochs=accuracy_epochs)
+        t1 = time.perf_counter()
+        acc = fit(spec, acc_recipe, split, device=dev, compile=compile)
+        if acc.status != "complete":
+            raise ValueError(f"the accuracy run ended with status {acc.status}: {acc.message}")
+        tta = evaluate(acc.model, ds.test_x, ds.test_y, split.mean, split.std, tta=True)
+        out["accuracy_run"] = {
+            "epochs": accuracy_epochs,
+            "recipe": {k: v for k, v in acc_recipe.to_dict().items() if v != getattr(Recipe(), k) or k == "lr"},
+            "test_acc": acc.final["val_acc"],
+            "test_acc_tta": tta["acc"],
+            "seconds": time.perf_counter() - t1,
+        }
+    return out
+
+
+def summary(r: dict[str, Any]) -> str:
+    lines = [
+        f"{r['spec']}: {r['params']:,} params, {r['macs'] / 1e6:,.1f} M MACs/image",
+        f"{r['device']} | torch {r['torch']} | {r['precision']} | batch {r['batch_size']} | compile {r['compile']} | "
+        f"{r['dataset']} ({r['images_per_epoch']:,} images/epoch)",
+        "epoch  wall s  train s",
+        *(f"{e['epoch']:>5}  {e['seconds']:>6.2f}  {e['train_seconds']:>7.2f}" for e in r["epochs"]),
+        f"steady epoch      {r['steady_epoch_seconds']:.2f} s wall, {r['steady_train_seconds']:.2f} s training steps",
+        f"throughput        {r['images_per_second']:,.0f} images/s, {r['tflops']:.1f} TFLOP/s (3 x forward, 2 FLOPs/MAC)",
+        f"first-epoch overhead  {r['first_epoch_overhead_seconds']:.2f} s (data {r['data_seconds']:.2f} s, "
+        f"setup {r['setup_seconds']:.2f} s, first epoch +{r['first_epoch_extra_seconds']:.2f} s)",
+    ]
+    if r["peak_memory_gib"] is not None:
+        lines.append(f"peak GPU memory   {r['peak_memory_gib']:.2f} GiB")
+    if "accuracy_run" in r:
+        a = r["accuracy_run"]
+        lines.append(f"accuracy run      {a['epochs']} epochs in {a['seconds']:.1f} s: test {a['test_acc']:.2%}, "
+                     f"flip-TTA {a['test_acc_tta']:.2%}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def record(r: dict[str, Any], path: Path, command: str) -> None:
+    """Append the result as a dated Markdown section."""
+    rows = [
+        ("architecture", f"{r['spec']} ({r['params']:,} params, {r['macs'] / 1e6:,.1f} M MACs/image)"),
+        ("setting", f"{r['dataset']}, batch {r['batch_size']}, {r['precision']}, compile {r['compile']}, torch {r['torch']}"),
+        ("steady epoch", f"{r['steady_epoch_seconds']:.2f} s wall ({r['steady_train_seconds']:.2f} s training steps, "
+                         f"{r['images_per_epoch']:,} images)"),  # fmt: skip
+        ("throughput", f"{r['images_per_second']:,.0f} images/s, {r['tflops']:.1f} TFLOP/s"),
+        ("first-epoch overhead", f"{r['first_epoch_overhead_seconds']:.2f} s"),
+    ]
+    if r["peak_memory_gib"] is not None:
+        rows.append(("peak GPU memory", f"{r['peak_memory_gib']:.2f} GiB"))
+    if "accuracy_run" in r:
+        a = r["accuracy_run"]
+        rows.append(("accuracy run", f"{a['epochs']} epochs one-cycle SGD in {a['seconds']:.1f} s: "
+                                     f"{a['test_acc']:.2%} test, {a['test_acc_tta']:.2%} flip-TTA"))  # fmt: skip
+    text = f"\n## {r['date']} · {r['device']} · `{command}`\n\n| | |\n|---|---|\n"
+    text += "".join(f"| {k} | {v} |\n" for k, v in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(text)

@@ -1,0 +1,304 @@
+"""`fit`: train the model an ArchSpec describes with a Recipe on a Split, as fast as the device allows.
+
+The data already lives on the device (`Split.to`); each epoch is augmented in bulk there
+(`nas.augment`); bf16 autocast, channels_last, cudnn autotuning and fused/foreach optimizers on
+CUDA; one host-device sync per epoch, for the logged metrics. The learning rate is a pure function
+of the step, so a run resumed from a checkpoint follows exactly the schedule of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.arch import ArchSpec, build_model
+from nas.augment import TrainBatches, prepare
+from nas.data import Split
+from nas.recipe import Recipe
+
+CHECKPOINT_VERSION = 1
+EVAL_BATCH = 1024
+
+
+@dataclass
+class FitResult:
+    status: str  # "complete", "nan" (loss became NaN or infinite) or "oom" (out of device memory)
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    model: nn.Module | None = None
+    seconds: float = 0.0  # wall time of the whole call, setup included
+    message: str = ""
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def lr_factor(recipe: Recipe, t: float) -> float:
+    """Multiplier of the peak learning rate `t` epochs into the run (t is fractional: per step)."""
+    r, e = recipe, recipe.epochs
+    if r.schedule == "constant":
+        return 1.0
+    if r.schedule == "step":
+        return r.gamma ** math.floor(t / r.step_every)
+    if r.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t / e, 1.0)))
+    if r.schedule == "cosine-restarts":  # SGDR: a cosine per cycle, each peak restart_decay x the last
+        cycle, within = divmod(t / r.restart_every, 1.0)
+        return r.restart_decay**cycle * 0.5 * (1 + math.cos(math.pi * within))
+    if r.schedule == "warmup-cosine":
+        w = min(r.warmup_epochs, e)
+        if t < w:
+            return t / w
+        return 0.5 * (1 + math.cos(math.pi * min((t - w) / max(e - w, 1e-9), 1.0)))
+    if r.schedule == "onecycle":  # linear from lr/25 up to lr over the first quarter, then down to 0
+        peak = 0.25 * e
+        return 0.04 + 0.96 * t / peak if t < peak else max(0.0, (e - t) / (e - peak))
+    raise ValueError(f"unknown schedule {r.schedule!r}.")
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.Optimizer:
+    r = recipe
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 and not r.decay_norm_bias else decay).append(p)
+    groups = [g for g in ({"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+              if g["params"]]  # fmt: skip
+    cuda = device.type == "cuda"
+    fast = {"fused": True} if cuda else {}  # one kernel for the whole update
+    multi = {"foreach": True} if cuda else {}  # a few kernels over all tensors
+    o = r.optimizer
+    if o in ("sgd", "sgd-nesterov"):
+        return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=o == "sgd-nesterov", **fast)
+    if o == "adam":
+        return torch.optim.Adam(groups, lr=r.lr, **fast)
+    if o == "adamw":
+        return torch.optim.AdamW(groups, lr=r.lr, **fast)
+    if o == "adadelta":
+        return torch.optim.Adadelta(groups, lr=r.lr, **multi)
+    if o == "adagrad":
+        return torch.optim.Adagrad(groups, lr=r.lr, **multi)
+    if o == "asgd":
+        return torch.optim.ASGD(groups, lr=r.lr, **multi)
+    if o == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=r.lr, momentum=r.momentum, **multi)
+    raise ValueError(f"unknown optimizer {o!r}.")
+
+
+def fit(
+    spec: ArchSpec,
+    recipe: Recipe,
+    data: Split,
+    *,
+    device: torch.device | str | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    compile: bool = False,
+    tta: bool = False,
+) -> FitResult:
+    """Train for `recipe.epochs` epochs on `data.train_*`, scoring on `data.val_*` after each.
+
+    `on_epoch(epoch, metrics)` runs after every epoch (1-based); an exception it raises stops the
+    run and propagates (that is how a pruner stops a trial). With `checkpoint`, the full state is
+    written atomically every `checkpoint_every` epochs and at the end; `resume=True` continues from
+    it when it exists. `compile=True` wraps the model in `torch.compile`: worth it for long runs.
+    """
+    start = time.perf_counter()
+    device = torch.device(device) if device is not None else default_device()
+    if data.train_x.device != device:
+        data = data.to(device)
+    if spec.classes != len(data.classes) or spec.image_size != data.train_x.shape[-1] or spec.in_channels != data.train_x.shape[1]:
+        raise ValueError(
+            f"the architecture expects {spec.classes} classes of {spec.in_channels}x{spec.image_size}px images; "
+            f"the data has {len(data.classes)} classes of {data.train_x.shape[1]}x{data.train_x.shape[-1]}px."
+        )
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    dtype = compute_dtype(recipe, device)
+    torch.manual_seed(recipe.seed)
+    model = build_model(spec).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, recipe, device)
+    batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype, recipe.seed)
+    val_x = prepare(data.val_x, data.mean, data.std, dtype)
+    history: list[dict[str, float]] = []
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt and resume and ckpt.exists():
+        history = _restore(ckpt, spec, recipe, model, optimizer, batches, device)
+    step_model = torch.compile(model) if compile else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    params = [p for p in model.parameters()]
+    steps = len(batches)
+
+    try:
+        for epoch in range(len(history) + 1, recipe.epochs + 1):
+            t0 = time.perf_counter()
+            clock = _Clock(cuda)
+            model.train()
+            sums = torch.zeros(2, device=device)  # loss sum, correct: summed on the device, read once
+            for i, (x, t) in enumerate(batches):
+                lr = recipe.lr * lr_factor(recipe, epoch - 1 + (i + 0.5) / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast:
+                    logits = step_model(x)
+                loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip, foreach=cuda)
+                optimizer.step()
+                hard = t if t.ndim == 1 else t.argmax(1)
+                sums += torch.stack([loss.detach() * len(x), (logits.argmax(1) == hard).sum().float()])
+            clock.stop()
+            val = _evaluate(step_model, val_x, data.val_y, autocast, tta)
+            loss_sum, correct, val_loss, val_correct = torch.cat([sums, val]).tolist()  # the epoch's one sync
+            n = steps * batches.batch_size
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / n,
+                "train_acc": correct / n,
+                "val_loss": val_loss / len(val_x),
+                "val_acc": val_correct / len(val_x),
+                "lr": lr,
+                "seconds": time.perf_counter() - t0,  # wall time of the epoch, evaluation included
+                "train_seconds": clock.seconds(),  # the training steps alone
+            }
+            history.append(row)
+            if not math.isfinite(row["train_loss"]):
+                return FitResult("nan", history, model, time.perf_counter() - start,
+                                 f"training loss became {row['train_loss']} in epoch {epoch}")  # fmt: skip
+            if ckpt and (epoch == recipe.epochs or (checkpoint_every and epoch % checkpoint_every == 0)):
+                _save(ckpt, spec, recipe, model, optimizer, batches, history, device)
+            if on_epoch:
+                on_epoch(epoch, row)
+    except torch.cuda.OutOfMemoryError as e:
+        del model, optimizer, step_model, batches
+        return FitResult("oom", history, None, time.perf_counter() - start, str(e).splitlines()[0])
+    model.eval()
+    return FitResult("complete", history, model, time.perf_counter() - start)
+
+
+def _logits(model: nn.Module, x: torch.Tensor, autocast, tta: bool) -> torch.Tensor:
+    with autocast:
+        logits = model(x).float()
+        if tta:  # average with the mirror image's prediction
+            logits = (logits + model(x.flip(3)).float()) / 2
+    return logits
+
+
+class _Clock:
+    """Time of the training steps: CUDA events on the GPU (read after the epoch's sync, so timing
+    adds none), the host clock on the CPU (where every op is synchronous)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        if cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = self.t1 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.cuda:
+            self.end.record()
+        else:
+            self.t1 = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.start.elapsed_time(self.end) / 1000 if self.cuda else self.t1 - self.t0
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast, tta: bool) -> torch.Tensor:
+    """[loss sum, correct] over prepared images, as a device tensor (no sync)."""
+    model.eval()
+    total = torch.zeros(2, device=x.device)
+    for i in range(0, len(x), EVAL_BATCH):
+        logits, yb = _logits(model, x[i : i + EVAL_BATCH], autocast, tta), y[i : i + EVAL_BATCH]
+        total += torch.stack([F.cross_entropy(logits, yb, reduction="sum"), (logits.argmax(1) == yb).sum().float()])
+    return total
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std, *, tta: bool = False,
+             precision: str = "auto") -> dict[str, float]:  # fmt: skip
+    """Loss and accuracy of `model` on uint8 `images` (on the model's device)."""
+    device = next(model.parameters()).device
+    dtype = compute_dtype(Recipe(precision=precision), device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    x = prepare(images.to(device), mean, std, dtype)
+    loss, correct = _evaluate(model, x, labels.to(device), autocast, tta).tolist()
+    return {"loss": loss / len(x), "acc": correct / len(x)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = False) -> torch.Tensor:
+    """Class probabilities for uint8 `images`, batched on the model's device."""
+    device = next(model.parameters()).device
+    dtype = compute_dtype(Recipe(), device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    model.eval()
+    out = []
+    for i in range(0, len(images), EVAL_BATCH):
+        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, dtype)
+        out.append(_logits(model, x, autocast, tta).softmax(1).cpu())
+    return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+
+def _save(path: Path, spec, recipe, model, optimizer, batches, history, device) -> None:
+    state: dict[str, Any] = {
+        "version": CHECKPOINT_VERSION,
+        "spec": spec.to_dict(),
+        "recipe": recipe.to_dict(),
+        "history": history,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "batches": batches.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def _restore(path: Path, spec, recipe, model, optimizer, batches, device) -> list[dict[str, float]]:
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {path} is from another version of nas; start without --resume.")
+    if state["spec"] != spec.to_dict() or state["recipe"] != recipe.to_dict():
+        raise ValueError(f"checkpoint {path} was written for another architecture or recipe; start without --resume.")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    batches.load_state_dict(state["batches"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state["cuda_rng"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    return list(state["history"])
