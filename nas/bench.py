@@ -124,7 +124,7 @@ def summary(r: dict[str, Any]) -> str:
 
 
 def record(r: dict[str, Any], path: Path, command: str) -> None:
-    """Append the result as a dated Markdown section."""
+    """Append a bench result to a Markdown file."""
     rows = [
         ("architecture", f"{r['spec']} ({r['params']:,} params, {r['macs'] / 1e6:,.1f} M MACs/image)"),
         ("setting", f"{r['dataset']}, batch {r['batch_size']}, {r['precision']}, compile {r['compile']}, torch {r['torch']}"),
@@ -139,7 +139,12 @@ def record(r: dict[str, Any], path: Path, command: str) -> None:
         a = r["accuracy_run"]
         rows.append(("accuracy run", f"{a['epochs']} epochs one-cycle SGD in {a['seconds']:.1f} s: "
                                      f"{a['test_acc']:.2%} test, {a['test_acc_tta']:.2%} flip-TTA"))  # fmt: skip
-    text = f"\n## {r['date']} · {r['device']} · `{command}`\n\n| | |\n|---|---|\n"
+    append_record(path, r["device"], command, rows)
+
+
+def append_record(path: Path, device: str, command: str, rows: list[tuple[str, str]]) -> None:
+    """Append a dated Markdown section (`## date · device · command`, then a table) to `path`."""
+    text = f"\n## {datetime.date.today().isoformat()} · {device} · `{command}`\n\n| | |\n|---|---|\n"
     text += "".join(f"| {k} | {v} |\n" for k, v in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_count(sub)
+    _add_search(sub)
     _add_bench(sub)
     return parser
 
@@ -55,6 +56,17 @@ def parse_count(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"a count must be at least 1, got {text!r}")
     return int(round(value))
+
+
+def parse_duration(text: str) -> float:
+    """'2h', '30m', '90s', '1h30m', '3600' -> seconds."""
+    t = text.strip().lower()
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", t):
+        return float(t)
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([hms])", t)
+    if not parts or "".join(a + b for a, b in parts) != t:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 2h, 30m, 90s or 1h30m)")
+    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
 
 
 def int_list(text: str) -> list[int]:
@@ -232,3 +244,100 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.record:
         bench.record(result, Path(args.record), "nas " + " ".join(sys.argv[1:]))
     return 0
+
+
+# ----------------------------------------------------------------------------------------- search
+
+
+def _add_search(sub: Any) -> None:
+    p = sub.add_parser(
+        "search",
+        help="search the space for the most accurate configuration within the budget",
+        description="Budget-constrained Optuna search: over-budget proposals are rejected by the closed-form "
+        "counter before anything is built; the rest are scored by short proxy trainings on a validation split. "
+        "Re-running the same command resumes the study.",
+    )
+    p.add_argument("--budget", type=parse_count, default=5_000_000, help="parameter budget: 5e6, 5000000 or 5M (default 5M)")
+    p.add_argument("--trials", type=int, default=200, help="trained trials wanted, all workers together (default 200)")
+    p.add_argument("--space", default=None, help="search-space YAML or its name (default: search_spaces/resnet_cifar.yaml)")
+    p.add_argument("--study", help="study name (default: <space>-<dataset>-<budget>)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db); postgresql://..., "
+                   "mysql://..., or journal:PATH for many processes on one machine")  # fmt: skip
+    add_data_flags(p)
+    p.add_argument("--sampler", choices=["tpe", "random", "gp", "nsga2"], default="tpe")
+    p.add_argument("--pruner", choices=["hyperband", "median", "none"], default="hyperband")
+    p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
+    p.add_argument("--proxy-subset", type=float, default=1.0, help="fraction of the training split proxies train on")
+    p.add_argument("--val-size", type=int, help="validation images carved from the training set (default 10%%)")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--fill-budget", action="store_true", help="scale each proposal's widths to use 90-100%% of the budget")
+    p.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: every visible GPU; 'cpu' for the CPU)")
+    p.add_argument("--jobs-per-gpu", type=int, default=2, help="concurrent trials per GPU (default 2)")
+    p.add_argument("--seed", type=int, help="sampler seed")
+    p.add_argument("--timeout", type=parse_duration, help="start no trial after this long: 2h, 30m, 90s")
+    p.add_argument("--record", metavar="PATH", help="append the run's summary to this Markdown file")
+    p.set_defaults(run=run_search)
+
+
+def search_devices(gpus: str | None, jobs_per_gpu: int) -> tuple[str, ...]:
+    import torch
+
+    if jobs_per_gpu < 1:
+        raise ValueError("--jobs-per-gpu must be at least 1.")
+    if gpus == "cpu" or (gpus is None and not torch.cuda.is_available()):
+        return ("cpu",)
+    if not torch.cuda.is_available():
+        raise ValueError(f"--gpus {gpus}: no CUDA device is visible here; use --gpus cpu.")
+    count = torch.cuda.device_count()
+    ids = list(range(count)) if gpus is None else int_list(gpus)
+    bad = [i for i in ids if not 0 <= i < count]
+    if bad:
+        raise ValueError(f"--gpus {gpus}: GPU {bad[0]} does not exist (this machine has {count}).")
+    return tuple(f"cuda:{i}" for i in ids for _ in range(jobs_per_gpu))
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nas.progress import Progress
+    from nas.search import SearchConfig
+    from nas.search import run_search as search
+    from nas.space import DEFAULT_SPACE
+
+    cfg = SearchConfig(
+        budget=args.budget, trials=args.trials, space=args.space or str(DEFAULT_SPACE), dataset=args.dataset,
+        data_dir=args.data_dir, study=args.study, storage=args.storage, sampler=args.sampler, pruner=args.pruner,
+        proxy_epochs=args.proxy_epochs, proxy_subset=args.proxy_subset, val_size=args.val_size,
+        split_seed=args.split_seed, fill_budget=args.fill_budget, devices=search_devices(args.gpus, args.jobs_per_gpu),
+        seed=args.seed, timeout=args.timeout,
+    )  # fmt: skip
+    progress = Progress()
+    try:
+        study = search(cfg, progress)
+    except KeyboardInterrupt:
+        print("\nnas search: interrupted; running trials were marked failed. Run the same command to resume.",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    summary = progress.summary(study)
+    if args.record:
+        from nas.bench import append_record
+
+        append_record(Path(args.record), _device_of(cfg.devices), "nas " + " ".join(sys.argv[1:]), [
+            ("wall time", f"{summary['wall_seconds'] / 60:.1f} min for {summary['trained']} trained trials"),
+            ("trials per hour", f"{summary['trials_per_hour'] or 0:.0f}"),
+            ("GPU busy", f"{summary['gpu_busy']:.0%}" if summary["gpu_busy"] is not None else "not measured (no NVML)"),
+            ("within budget", f"{summary['within_budget']:.1%} of all proposals, "
+                              f"{(summary['within_budget_after_50'] or 0):.1%} after the first 50"),
+            ("best trial", f"#{summary['top'][0]['number']}: val {summary['top'][0]['val_acc']:.4f}, "
+                           f"{summary['top'][0]['arch']} | {summary['top'][0]['recipe']}" if summary["top"] else "none"),
+        ])  # fmt: skip
+    return 0
+
+
+def _device_of(devices: tuple[str, ...]) -> str:
+    import torch
+
+    from nas.bench import device_name
+
+    names = sorted({device_name(torch.device(d)) for d in devices})
+    return f"{len(set(devices))} x " + ", ".join(names) if len(set(devices)) > 1 else names[0]

@@ -77,7 +77,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
     elif name.startswith("imagefolder:"):
         ds = _imagefolder(Path(name.split(":", 1)[1]).expanduser(), image_size)
     elif name == "synthetic" or name.startswith("synthetic:"):
-        n = name.split(":", 1)[1] if ":" in name else "2000"
+        n = name.split(":", 1)[1] if ":" in name else "1000"
         if not n.isdigit() or int(n) < 20:
             raise ValueError(f"synthetic:N needs an integer N >= 20 (training images), got {n!r}.")
         ds = synthetic(int(n))
@@ -213,7 +213,7 @@ def _write_cache(path: Path, ds: Dataset, fingerprint: str) -> None:
 # ---------------------------------------------------------------------------------------- synthetic
 
 
-def synthetic(n_train: int = 2000, classes: int = 10, size: int = 32, seed: int = 0) -> Dataset:
+def synthetic(n_train: int = 1000, classes: int = 10, size: int = 32, seed: int = 0) -> Dataset:
     """Deterministic images with a learnable class structure: each class is a smooth random colour
     layout; each image is its class's layout, shifted up to 3 px, with random contrast and noise.
     A small CNN reaches well above chance in a few CPU epochs; 100% takes more than that."""

@@ -1,0 +1,268 @@
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import nas.train
+from nas.cli import main
+from nas.count import count_params
+from nas.arch import ArchSpec
+from nas.search import claim_slot, counts, load_study
+
+FAST = ["--space", "tiny", "--dataset", "synthetic:200", "--proxy-epochs", "2", "--gpus", "cpu", "--seed", "0"]
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def search(capsys, *args):
+    code = main(["search", *FAST, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def study_of(name="tiny-synthetic-5M"):
+    return load_study(None, name)
+
+
+def test_end_to_end_search_stores_everything(here, capsys):
+    code, out, _ = search(capsys, "--trials", "4")
+    assert code == 0 and "retrain the best in full: nas retrain --trial" in out
+    assert "optuna-dashboard sqlite:///studies/tiny-synthetic-5M.db" in out
+    study = study_of()
+    trained = [t for t in study.trials if counts(t)]
+    assert len(trained) == 4 and not [t for t in study.trials if t.state == TrialState.RUNNING]
+    attrs = study.user_attrs
+    assert attrs["budget"] == 5_000_000 and "stages" in attrs["space"] and attrs["dataset"] == "synthetic:200"
+    assert attrs["split"]["val_size"] == 20 and {"nas", "torch", "optuna"} <= set(attrs["versions"])
+    for t in trained:
+        a = t.user_attrs
+        assert {"params", "macs", "arch", "recipe", "gpu_seconds", "device", "epoch_seconds"} <= set(a)
+        assert a["params"] == count_params(ArchSpec.from_dict(a["arch"]))
+        assert t.constraints["budget"] <= 0 and 1 in t.intermediate_values
+        assert t.state == TrialState.COMPLETE or a["reason"] in ("pruned", "nan", "oom", "error")
+
+
+def test_rerunning_resumes_and_adds_trials(here, capsys):
+    search(capsys, "--trials", "2")
+    first = {t.number: t.value for t in study_of().trials}
+    code, out, _ = search(capsys, "--trials", "4")
+    assert code == 0 and "resuming: 2 of 4 trials already trained" in out
+    study = study_of()
+    assert sum(counts(t) for t in study.trials) == 4
+    assert all(study.trials[n].value == v for n, v in first.items())  # kept as they were
+    code, out, _ = search(capsys, "--trials", "4")  # nothing left to do
+    assert code == 0 and sum(counts(t) for t in study_of().trials) == 4
+
+
+def test_over_budget_proposals_never_reach_build_model(here, capsys, monkeypatch):
+    built = []
+    real = nas.train.build_model
+    monkeypatch.setattr(nas.train, "build_model", lambda spec: built.append(spec) or real(spec))
+    code, _, _ = search(capsys, "--trials", "3", "--budget", "12k")
+    assert code == 0
+    study = study_of("tiny-synthetic-12k")
+    over = [t for t in study.trials if t.user_attrs.get("reason") == "over_budget"]
+    assert over, "the tiny space at 12k should propose some nets over budget"
+    for t in over:
+        assert t.state == TrialState.PRUNED and t.user_attrs["params"] > 12_000 and t.constraints["budget"] > 0
+        assert not counts(t) and not t.intermediate_values
+    assert len(built) == 3 and all(count_params(s) <= 12_000 for s in built)
+
+
+def test_impossible_budget_stops_at_once(here, capsys):
+    start = time.monotonic()
+    code, _, err = search(capsys, "--budget", "500")
+    assert code == 2 and "fits a budget of 500" in err and "smallest" in err
+    assert time.monotonic() - start < 10 and err.count("\n") == 1
+
+
+def test_fill_budget_uses_most_of_the_budget(here, capsys):
+    code, _, _ = search(capsys, "--trials", "3", "--budget", "60k", "--fill-budget")
+    assert code == 0
+    trials = study_of("tiny-synthetic-60k").trials
+    trained = [t for t in trials if counts(t)]
+    for t in trials:
+        if t.user_attrs.get("reason") == "underfilled":  # no width multiple of 8 reaches 90%: refused
+            assert t.state == TrialState.PRUNED and t.constraints["budget"] > 0 and not counts(t)
+    assert len(trained) == 3 and all(0.9 <= t.user_attrs["params"] / 60_000 <= 1.0 for t in trained)
+
+
+def test_pruned_trials_count_and_keep_their_curve(here, capsys, monkeypatch):
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    monkeypatch.setattr("nas.search.make_pruner", lambda name, epochs: AlwaysPrune())
+    code, out, _ = search(capsys, "--trials", "2")
+    trained = [t for t in study_of().trials if counts(t)]
+    assert code == 0 and len(trained) == 2 and "pruned after epoch 1" in out
+    for t in trained:
+        assert t.state == TrialState.PRUNED and t.user_attrs["reason"] == "pruned"
+        assert list(t.intermediate_values) == [1] and len(t.user_attrs["epoch_seconds"]) == 1
+
+
+def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
+    search(capsys, "--trials", "1", "--study", "s")
+    code, _, err = search(capsys, "--trials", "2", "--study", "s", "--budget", "4M")
+    assert code == 2 and "was made with budget 5000000, not 4000000" in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--storage", "foo://bar"], "cannot open storage foo://bar"),
+        (["--storage", "not-a-url"], "neither a database URL"),
+        (["--storage", "sqlite:////no/such/dir/x.db"], "does not exist"),
+        (["--dataset", "nope"], "unknown dataset"),
+        (["--space", "nope"], "no such file"),
+        (["--trials", "0"], "--trials"),
+    ],
+)
+def test_bad_inputs_are_one_line_and_exit_2(here, capsys, args, message):
+    code = main(["search", *FAST, *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_bad_space_file_names_file_and_key(here, capsys):
+    (here / "bad.yaml").write_text("arch:\n  stages: 2\n  blocks: 1\n  width: {int: [32, 8]}\n")
+    code = main(["search", *FAST, "--space", "bad.yaml"])
+    assert code == 2 and "bad.yaml: arch.width: low 32 is greater than high 8" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ the slot protocol
+
+
+def _trial(study, attrs=None, state=None):
+    trial = study.ask()
+    for k, v in (attrs or {}).items():
+        trial.set_user_attr(k, v)
+    if state:
+        study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
+    return trial
+
+
+def test_claim_counts_held_and_undeciced_lower_trials():
+    study = optuna.create_study(direction="maximize")
+    _trial(study, {"counted": True}, TrialState.COMPLETE)  # holds a slot
+    _trial(study, {"reason": "over_budget"}, TrialState.PRUNED)  # never held one
+    _trial(study, {"counted": True, "reason": "interrupted"}, TrialState.FAIL)  # gave its slot back
+    me = _trial(study)
+    assert claim_slot(study, me, 2) and me.user_attrs["counted"]
+    late = _trial(study)
+    assert not claim_slot(study, late, 2)  # trial 0 and me hold both slots
+
+
+def test_claim_waits_for_a_deciding_lower_trial():
+    study = optuna.create_study(direction="maximize")
+    _trial(study, {"counted": True}, TrialState.COMPLETE)
+    deciding = _trial(study)  # RUNNING, not yet decided
+    me = _trial(study)
+
+    def decide():
+        time.sleep(0.3)
+        deciding.set_user_attr("reason", "over_budget")
+        study.tell(deciding, state=TrialState.PRUNED)
+
+    threading.Thread(target=decide).start()
+    start = time.monotonic()
+    assert claim_slot(study, me, 2)  # the lower trial turned out over budget: the slot is mine
+    assert time.monotonic() - start >= 0.25
+
+
+# --------------------------------------------------------------------------- processes and signals
+
+
+def spawn(here, *args):
+    return subprocess.Popen([sys.executable, "-m", "nas", "search", *args], cwd=here,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+# One fixed net whose trials last ~3 s on two cores: long enough to signal mid-training.
+STEADY_SPACE = "arch:\n  stages: 1\n  blocks: 1\n  channels: 16\nrecipe:\n  batch_size: 64\n  epochs: 12\n"
+
+
+def steady_args(here, study):
+    (here / "steady.yaml").write_text(STEADY_SPACE)
+    return [*FAST, "--space", "steady.yaml", "--dataset", "synthetic", "--proxy-epochs", "12", "--trials", "1",
+            "--pruner", "none", "--study", study]  # fmt: skip
+
+
+def wait_for_running(proc, db, study_name, timeout=60):
+    """Until the worker writing `db` has a trial in training with an epoch behind it (and ~11 ahead)."""
+    deadline, storage = time.monotonic() + timeout, None
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            if proc.poll() is not None:
+                raise AssertionError(f"the worker exited early: {proc.communicate()}")
+            if not db.exists():  # asking sooner would create the file under the worker's feet
+                continue
+            storage = storage or optuna.storages.RDBStorage(f"sqlite:///{db}")  # one engine: no leaked locks
+            try:
+                study = optuna.load_study(study_name=study_name, storage=storage)
+            except KeyError:  # the worker has not created the study yet
+                continue
+            if any(t.state == TrialState.RUNNING and counts(t) and t.intermediate_values for t in study.trials):
+                return
+        raise AssertionError("no trial started training")
+    finally:
+        if storage:
+            storage.engine.dispose()
+
+
+def test_two_workers_share_one_storage_without_losing_or_duplicating_trials(here):
+    journal = f"journal:{here / 'shared.journal'}"
+    args = [*FAST, "--dataset", "synthetic:400", "--trials", "6", "--storage", journal, "--study", "shared"]
+    procs = [spawn(here, *args), spawn(here, *args)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    study = optuna.load_study(study_name="shared", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(here / "shared.journal"))))  # fmt: skip
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(len(trials)))  # none lost, none twice
+    held = [t for t in trials if counts(t)]
+    assert len(held) == 6  # --trials holds for both workers together, exactly
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in held)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    pids = {t.user_attrs["worker"]["pid"] for t in held}
+    assert pids <= {p.pid for p in procs}
+
+
+def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(here):
+    args = steady_args(here, "c")
+    proc = spawn(here, *args)
+    wait_for_running(proc, here / "studies" / "c.db", "c")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    study = load_study(None, "c")
+    assert [(t.state, t.user_attrs["reason"]) for t in study.trials] == [(TrialState.FAIL, "interrupted")]
+    assert main(["search", *args]) == 0
+    study = load_study(None, "c")
+    assert sum(counts(t) for t in study.trials) == 1 and study.trials[-1].state != TrialState.RUNNING
+
+
+def test_a_killed_worker_is_detected_and_its_trial_retried(here):
+    args = steady_args(here, "k")
+    proc = spawn(here, *args)
+    wait_for_running(proc, here / "studies" / "k.db", "k")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = next(t for t in load_study(None, "k").trials if t.state == TrialState.RUNNING)
+    assert main(["search", *args]) == 0
+    trials = load_study(None, "k").trials
+    assert trials[killed.number].state == TrialState.FAIL and trials[killed.number].user_attrs["reason"] == "stale"
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == killed.number)
+    assert retry.params == killed.params and counts(retry)
+    assert sum(counts(t) for t in trials) == 1
