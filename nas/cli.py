@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_count(sub)
     _add_search(sub)
+    _add_retrain(sub)
+    _add_report(sub)
+    _add_predict(sub)
     _add_bench(sub)
     return parser
 
@@ -319,6 +322,9 @@ def run_search(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 130
     summary = progress.summary(study)
+    from nas.report import write_note
+
+    write_note(study)
     if args.record:
         from nas.bench import append_record
 
@@ -341,3 +347,142 @@ def _device_of(devices: tuple[str, ...]) -> str:
 
     names = sorted({device_name(torch.device(d)) for d in devices})
     return f"{len(set(devices))} x " + ", ".join(names) if len(set(devices)) > 1 else names[0]
+
+
+# ------------------------------------------------------------------------- retrain, report, predict
+
+
+def add_study_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("study")
+    g.add_argument("--study", help="study name (default: the only study in the newest studies/*.db)")
+    g.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
+
+
+def _add_retrain(sub: Any) -> None:
+    p = sub.add_parser(
+        "retrain",
+        help="train a trial (or a preset) in full and test it",
+        description="Rebuild a trial's exact architecture and recipe, train it on training + validation images "
+        "with the full schedule, test it (plain and flip-TTA) and store the model, curves and results.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="the trial's number")
+    which.add_argument("--top", type=int, metavar="K", help="the K best trials, one after another")
+    which.add_argument("--preset", help="a preset from search_spaces/presets/, stored in the study under its name")
+    add_study_flags(p)
+    add_data_flags(p, default=None)
+    p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 in the default space)")
+    p.add_argument("--seed", type=int, help="seed (default: the recipe's)")
+    p.add_argument("--out", help="output folder (default studies/<study>/trial-N)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint a killed run left")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
+    p.set_defaults(run=run_retrain)
+
+
+def run_retrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nas import retrain as rt
+    from nas.data import load_dataset
+    from nas.report import write_note
+    from nas.search import load_study
+
+    if args.epochs is not None and args.epochs < 1:
+        raise ValueError("--epochs must be at least 1.")
+    study = load_study(args.storage, args.study)
+    if args.trial is not None:
+        rt.find_trial(study, args.trial)  # an unknown trial fails before any data is loaded
+    dataset = args.dataset or study.user_attrs.get("dataset")
+    if not dataset:
+        raise ValueError(f"study {study.study_name!r} records no dataset; pass --dataset.")
+    data = load_dataset(dataset, args.data_dir)
+    if args.preset:
+        targets = [rt.preset_target(args.preset, data.shape)]
+    else:
+        numbers = [args.trial] if args.trial is not None else rt.best_trials(study, args.top)
+        targets = [rt.trial_target(study, n, data.shape) for n in numbers]
+    if args.out and len(targets) > 1:
+        raise ValueError("--out names one folder; use it with --trial or --preset, not --top.")
+    for target in targets:
+        rt.retrain(study, target, data, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None,
+                   resume=args.resume, device=args.device, compile=args.compile)  # fmt: skip
+        write_note(study)
+    return 0
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser(
+        "report",
+        help="leaderboard, figures and proxy fidelity of a study",
+        description="Print the leaderboard; write it as CSV and Markdown with plotly figures (accuracy vs "
+        "parameters with the budget and the Pareto front, history, importances, learning curves).",
+    )
+    add_study_flags(p)
+    p.add_argument("--out", help="output folder (default studies/<study>/report)")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from nas.report import report
+    from nas.search import load_study
+
+    study = load_study(args.storage, args.study)
+    r = report(study, Path(args.out) if args.out else None)
+    df = r["leaderboard"]
+    if df.empty:
+        print(f"study {study.study_name!r} has no trained trial yet.")
+    else:
+        shown = df.drop(columns=["recipe", "state"]).head(20)
+        shown = shown.astype(object).where(shown.notna(), "")  # a blank, not NaN, where nothing was measured
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4f}".format):
+            print(shown.to_string(index=False))
+    if r["fidelity"]:
+        f = r["fidelity"]
+        print(f"proxy fidelity over {f['trials']} retrained trials: Kendall tau {f['kendall_tau']:.3f}, "
+              f"Spearman {f['spearman']:.3f}")  # fmt: skip
+    print(f"wrote leaderboard.csv, leaderboard.md and {', '.join(r['figures'])} to {r['dir']}")
+    return 0
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="label a folder of images with a retrained trial's model",
+        description="Write an ID,Label CSV (ID: the file stem, Label: the class name) for every image under --images.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="a retrained trial's number")
+    which.add_argument("--model", help="a model.pt written by nas retrain")
+    add_study_flags(p)
+    p.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    p.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
+    p.add_argument("--device")
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nas.predict import predict_folder
+
+    if args.model:
+        model = Path(args.model)
+    else:
+        from nas.retrain import find_trial, retrains
+        from nas.search import load_study
+
+        study = load_study(args.storage, args.study)
+        find_trial(study, args.trial)
+        done = retrains(study).get(f"trial-{args.trial}")
+        if not done:
+            raise ValueError(f"trial {args.trial} has not been retrained; run: nas retrain --trial {args.trial}")
+        model = Path(done["dir"]) / "model.pt"
+    n = predict_folder(model, Path(args.images), Path(args.out), tta=args.tta, device=args.device)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0

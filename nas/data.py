@@ -144,7 +144,7 @@ def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     for s in ("train", "test"):
         if not files[s]:
             raise ValueError(f"{splits[s]} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-        tensors += [_decode_all([f for f, _ in files[s]], image_size), torch.tensor([i for _, i in files[s]])]
+        tensors += [decode_images([f for f, _ in files[s]], image_size), torch.tensor([i for _, i in files[s]])]
     if tensors[0].shape[1:] != tensors[2].shape[1:]:
         raise ValueError(f"{root}: train and test images differ in size; pass --image-size N to resize both.")
     out = Dataset(f"imagefolder:{root}", *tensors, classes=classes)
@@ -152,7 +152,8 @@ def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     return out
 
 
-def _decode_all(paths: list[str], image_size: int | None) -> torch.Tensor:
+def decode_images(paths: list[str], image_size: int | None) -> torch.Tensor:
+    """uint8 N x 3 x H x W from image files (resized to image_size x image_size where given)."""
     # Pillow, not torchvision.io: torchvision 0.29 deprecated its decoders.
     from concurrent.futures import ThreadPoolExecutor
 

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search import REJECTED, counts, storage_url
+from nas.search import REJECTED, counts, dashboard_arg, storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -197,7 +197,7 @@ class Progress:
                             f"{t['macs'] / 1e6:,.0f}M MACs  {t['arch']} | {t['recipe']}")  # fmt: skip
             where = f" --study {study.study_name}" + (f" --storage {cfg.storage}" if cfg.storage else "")
             self._print(f"retrain the best in full: nas retrain --trial {r['top'][0]['number']}{where}")
-            self._print(f"browse the study: optuna-dashboard {r['storage']}")
+            self._print(f"browse the study: optuna-dashboard {dashboard_arg(r['storage'])}")
         return result
 
     def _print(self, line: str) -> None:

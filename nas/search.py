@@ -99,24 +99,24 @@ def storage_url(storage: str | None, study: str) -> str:
     return storage or f"sqlite:///{STUDIES_DIR / study}.db"
 
 
+def dashboard_arg(url: str) -> str:
+    """What to pass to optuna-dashboard: a database URL, or a journal file's plain path."""
+    return url.removeprefix("journal:")
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL: any SQLAlchemy URL (sqlite:///, postgresql://, mysql://) or a
     journal file for many processes on one machine (journal:PATH, or a path ending .journal/.log)."""
     if url.startswith("journal:") or url.endswith((".journal", ".log")):
         path = Path(url.removeprefix("journal:")).expanduser()
-        if not path.parent.is_dir():
-            raise ValueError(f"storage {url}: folder {path.parent} does not exist.")
+        _check_folder(url, path)
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise ValueError(f"storage {url!r} is neither a database URL (sqlite:///..., postgresql://...) nor a journal file.")
     if url.startswith("sqlite:///"):
-        db = Path(url.removeprefix("sqlite:///"))
-        if db.parent == STUDIES_DIR:
-            db.parent.mkdir(exist_ok=True)
-        elif not db.parent.is_dir():
-            raise ValueError(f"storage {url}: folder {db.parent} does not exist.")
+        _check_folder(url, Path(url.removeprefix("sqlite:///")))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine)
@@ -125,6 +125,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     except Exception as e:  # sqlalchemy's ArgumentError, OperationalError, NoSuchModuleError...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot open storage {url}: {first}") from None
+
+
+def _check_folder(url: str, path: Path) -> None:
+    """studies/ is made on first use; any other folder must exist (a typo should not create one)."""
+    if path.parent == STUDIES_DIR:
+        path.parent.mkdir(exist_ok=True)
+    elif not path.parent.is_dir():
+        raise ValueError(f"storage {url}: folder {path.parent} does not exist.")
 
 
 def load_study(storage: str | None, study: str | None) -> optuna.Study:

@@ -186,20 +186,24 @@ class Space:
 
 
 def resolve(name_or_path: str | Path, folder: Path = SPACES_DIR) -> Path:
-    """A path as given if it exists, else `folder/<name>.yaml` (so `--space tiny` works)."""
+    """A path as given if it exists; else relative to the checkout (`search_spaces/tiny.yaml` from
+    any folder); else `folder/<name>.yaml` (so `--space tiny` works)."""
     p = Path(name_or_path)
-    if p.is_file():
-        return p
-    candidate = folder / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
+    for candidate in (p, SPACES_DIR.parent / p, folder / f"{name_or_path}.yaml"):
+        if candidate.is_file():
+            return candidate
     known = ", ".join(sorted(f.stem for f in folder.glob("*.yaml")))
     raise SpaceError(f"no such file {str(name_or_path)!r} (names in {folder}: {known}).")
 
 
 def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> Space:
     path = resolve(name_or_path)
-    text, doc = _read_yaml(path)
+    return parse_space(path.read_text(), path)
+
+
+def parse_space(text: str, path: Path) -> Space:
+    """A space from YAML text; `path` names it in messages (a study keeps the text it searched)."""
+    doc = _parse_yaml(text, path)
     where = lambda key: f"{path}: {key}"  # noqa: E731
     arch_raw, recipe_raw = _sections(path, doc)
     arch = {}
@@ -240,7 +244,7 @@ def load_preset(name_or_path: str | Path) -> tuple[str, ArchSpec, Recipe]:
     """(name, spec, recipe) of a preset from `search_spaces/presets/` or a path. The spec is for
     10-class 32px images unless the file says otherwise; callers adapt it to their dataset."""
     path = resolve(name_or_path, SPACES_DIR / "presets")
-    _, doc = _read_yaml(path)
+    doc = _parse_yaml(path.read_text(), path)
     arch_raw, recipe_raw = _sections(path, doc)
     try:
         return path.stem, ArchSpec.from_dict(arch_raw), Recipe.from_dict(recipe_raw)
@@ -255,10 +259,9 @@ def preset_names() -> list[str]:
 # ---------------------------------------------------------------------------------------- parsing
 
 
-def _read_yaml(path: Path) -> tuple[str, Any]:
-    text = path.read_text()
+def _parse_yaml(text: str, path: Path) -> Any:
     try:
-        return text, yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

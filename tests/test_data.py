@@ -117,7 +117,7 @@ def test_imagefolder_loads_sorted_classes_and_caches(tmp_path, monkeypatch):
     ds = load_dataset(f"imagefolder:{tmp_path}")
     assert ds.classes == ["ant", "cat"] and ds.train_x.shape == (6, 3, 12, 12)
     assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1]
-    monkeypatch.setattr(data, "_decode_all", None)  # cached: nothing is decoded again
+    monkeypatch.setattr(data, "decode_images", None)  # cached: nothing is decoded again
     assert torch.equal(load_dataset(f"imagefolder:{tmp_path}").train_x, ds.train_x)
 
 

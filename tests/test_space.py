@@ -145,6 +145,12 @@ def test_space_with_no_valid_configuration_is_rejected(tmp_path):
         load_space(path)
 
 
+def test_spaces_resolve_by_name_or_checkout_path_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_space("tiny").path == load_space("search_spaces/tiny.yaml").path
+    assert load_preset("resnet24")[0] == "resnet24"
+
+
 def test_unknown_space_name_lists_the_known_ones():
     with pytest.raises(SpaceError, match="resnet_cifar"):
         load_space("no-such-space")

@@ -1,0 +1,54 @@
+"""`nas predict`: class predictions of a retrained model for a folder of unlabeled images, as an
+`ID,Label` CSV (ID: the file's stem, Label: the class name)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from nas.arch import ArchSpec, build_model
+from nas.data import IMAGE_SUFFIXES, decode_images
+
+
+def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """The model `nas retrain` saved, on `device`, and the rest of what it saved."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"no model at {path}.") from None
+    except Exception as e:
+        raise ValueError(f"cannot read model {path}: {e}") from None
+    model = build_model(ArchSpec.from_dict(saved["spec"])).to(device, memory_format=torch.channels_last)
+    model.load_state_dict(saved["model"])
+    return model.eval(), saved
+
+
+def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = False, device: str | None = None) -> int:
+    """Write `out` with one row per image under `images` (recursively); returns the row count."""
+    from nas.train import default_device, predict
+
+    dev = torch.device(device) if device else default_device()
+    model, saved = load_model(model_path, dev)
+    if not images.is_dir():
+        raise ValueError(f"{images} is not a folder of images.")
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{images} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    stems = [p.stem for p in files]
+    if len(set(stems)) != len(stems):
+        twice = sorted({s for s in stems if stems.count(s) > 1})[0]
+        raise ValueError(f"two images are named {twice!r}: the CSV's ID (the file stem) would be ambiguous.")
+    size = saved["spec"]["image_size"]
+    classes = saved["classes"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ID", "Label"])
+        for i in range(0, len(files), 4096):  # decode in chunks: a big folder need not fit in memory at once
+            chunk = files[i : i + 4096]
+            x = decode_images([str(p) for p in chunk], image_size=size)
+            labels = predict(model, x, saved["mean"], saved["std"], tta=tta).argmax(1).tolist()
+            writer.writerows((p.stem, classes[c]) for p, c in zip(chunk, labels))
+    return len(files)
