@@ -1,9 +1,9 @@
 """Batched augmentation on the device, and the iterator that feeds `fit`.
 
-Once per epoch the whole (permuted) training split is augmented in a few large tensor ops (crop
-with padding, flip, rotation, normalisation, cutout) and stored in the compute dtype; batches are
-then contiguous slices of it, so the inner loop launches no augmentation kernels beyond mixup or
-cutmix, moves nothing between host and device, and never waits for the CPU.
+The permuted training split is augmented in chunks of about CHUNK images, each in a few large
+tensor ops (crop with padding, flip, rotation, normalisation, cutout) stored in the compute dtype;
+batches are contiguous slices of a chunk, so the inner loop launches no augmentation kernels beyond
+mixup or cutmix, moves nothing between host and device, and never waits for the CPU.
 
 Randomness: per-image draws come from one `torch.Generator` on the device; per-batch scalars (the
 mixup/cutmix lambda and box) from a Python `random.Random`. Both are saved in checkpoints, so a
@@ -140,12 +140,17 @@ class TrainBatches:
         return x.to(self.dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        r, bs = self.recipe, self.batch_size
+        bs = self.batch_size
         perm = torch.randperm(len(self.x), device=self.x.device, generator=self.g)[: self.steps * bs]
-        images = torch.cat([self.augment(self.x[perm[i : i + CHUNK]]) for i in range(0, len(perm), CHUNK)])
-        images = images.contiguous(memory_format=torch.channels_last)
-        labels = self.y[perm]
-        for i in range(self.steps):
+        chunk = max(1, CHUNK // bs) * bs  # whole batches per chunk: memory stays bounded on any dataset
+        for start in range(0, len(perm), chunk):
+            idx = perm[start : start + chunk]
+            images = self.augment(self.x[idx]).contiguous(memory_format=torch.channels_last)
+            yield from self._batches(images, self.y[idx])
+
+    def _batches(self, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        r, bs = self.recipe, self.batch_size
+        for i in range(len(images) // bs):
             x, t = images[i * bs : (i + 1) * bs], labels[i * bs : (i + 1) * bs]
             if r.mixup or r.cutmix:
                 t = F.one_hot(t, self.classes).float()  # targets stay fp32: rows sum to 1 exactly

@@ -82,13 +82,13 @@ class Progress:
         self.trained_before = 0
         self.cfg: Any = None
         self.monitor: GpuMonitor | None = None
-        self.last_status = ""
+        self.last_trained = -1
 
     def start(self, study: optuna.Study, cfg: Any) -> None:
         self.cfg, self.t0 = cfg, time.time()
         trials = study.get_trials(deepcopy=False)
         self.seen = {t.number for t in trials if t.state in FINISHED}
-        self.trained_before = len(trained(trials))
+        self.trained_before = self.last_trained = len(trained(trials))
         self.monitor = GpuMonitor(cfg.devices)
         devices = ", ".join(cfg.devices)
         self._print(f"study {study.study_name} in {storage_url(cfg.storage, study.study_name)}")
@@ -108,9 +108,9 @@ class Progress:
         if self.live:
             self.out.write("\r\033[K" + status)
             self.out.flush()
-        elif status != self.last_status and "trained" in status:
+        elif len(trained(trials)) != self.last_trained:  # a log gets a line per trained trial, not per rejection
             self._print(status)
-        self.last_status = status
+        self.last_trained = len(trained(trials))
 
     def trial_line(self, t: FrozenTrial) -> str:
         a = t.user_attrs

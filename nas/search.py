@@ -18,16 +18,18 @@ worker process is gone (same host) or whose heartbeat is older than STALE_S is f
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,16 @@ STUDIES_DIR = Path("studies")
 HEARTBEAT_S = 20
 STALE_S = 120
 MAX_RETRIES = 2
-CLAIM_WAIT_S = 120  # longest wait for a lower-numbered trial to decide whether it trains
+# Longest wait for a lower-numbered trial to decide whether it trains. Live ones decide in
+# milliseconds and dead ones are failed as stale within STALE_S; this only ends a wait on a queued
+# retry nobody pops (its worker was interrupted), where claiming anyway can overshoot by one.
+CLAIM_WAIT_S = 600
 MAX_REJECTED_IN_A_ROW = 2000
+MAX_ERRORS_IN_A_ROW = 3  # a broken device fails every trial: stop instead of burning the slots
+HEARTBEAT_KEY = "nas:heartbeat"
 FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget
 REJECTED = ("over_budget", "underfilled", "invalid")  # proposals refused before any training
-NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale")  # reasons that hold no slot
+NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
 STUDY_IDENTITY = ("budget", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget")
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
@@ -221,27 +228,35 @@ def _versions() -> dict[str, str]:
 
 def counts(t: FrozenTrial) -> bool:
     """Whether a trial holds one of the --trials slots: it claimed one, and did not end in a way
-    that frees it again (interrupted, or its worker died)."""
+    that frees it again (interrupted, its worker died, an error instead of a result)."""
     return bool(t.user_attrs.get("counted")) and t.user_attrs.get("reason") not in NOT_COUNTED
 
 
 def undecided(t: FrozenTrial) -> bool:
+    """Not yet known whether it trains: RUNNING before its budget check, or a queued retry."""
+    if t.state == TrialState.WAITING:
+        return True
     return t.state == TrialState.RUNNING and not t.user_attrs.get("counted") and "reason" not in t.user_attrs
 
 
-def claim_slot(study: optuna.Study, trial: optuna.Trial, n: int) -> bool:
-    """Take a slot for `trial` if fewer than `n` lower-numbered trials hold or may take one."""
-    deadline = time.monotonic() + CLAIM_WAIT_S
+def claim_slot(study: optuna.Study, trial: optuna.Trial, n: int, on_wait: Callable[[], Any] = lambda: None) -> bool:
+    """Take a slot for `trial` if fewer than `n` lower-numbered trials hold or may take one. While a
+    lower trial is still deciding (milliseconds, unless its worker died), `on_wait` runs every few
+    seconds: stale detection, which decides a dead worker's trial."""
+    deadline, next_wait = time.monotonic() + CLAIM_WAIT_S, time.monotonic() + 5
     while True:
         lower = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number]
         held = sum(counts(t) for t in lower)
         pending = sum(undecided(t) for t in lower)
-        if held + pending < n or (held < n and time.monotonic() > deadline):
-            trial.set_user_attr("counted", True)
-            return True
         if held >= n:
             return False
-        time.sleep(0.05)  # a lower trial is still deciding; it takes milliseconds
+        if held + pending < n or time.monotonic() > deadline:  # the deadline: a last resort, see CLAIM_WAIT_S
+            trial.set_user_attr("counted", True)
+            return True
+        if time.monotonic() > next_wait:
+            on_wait()
+            next_wait = time.monotonic() + 5
+        time.sleep(0.05)
 
 
 def slots_taken(trials: list[FrozenTrial]) -> int:
@@ -251,78 +266,113 @@ def slots_taken(trials: list[FrozenTrial]) -> int:
 # ---------------------------------------------------------------------------------------- liveness
 
 
+@functools.cache
+def _machine() -> str:
+    """Who can see whose processes: the host name alone is shared by containers on one host, so
+    add the boot and the PID namespace where Linux tells them."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "|".join(parts)
+
+
 def _me() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    return {"host": socket.gethostname(), "machine": _machine(), "pid": os.getpid()}
 
 
-def _alive(worker: dict[str, Any] | None) -> bool | None:
-    """True/False for a worker on this host, None when it runs elsewhere (or is unknown)."""
-    if not worker or worker.get("host") != socket.gethostname():
-        return None
+def _process_gone(worker: dict[str, Any] | None) -> bool:
+    """True only for a worker of this machine (same boot, same PID namespace) whose process is gone."""
+    if not worker or worker.get("machine") != _machine():
+        return False
     try:
         os.kill(int(worker["pid"]), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except (PermissionError, ValueError, TypeError):
+        return False
+    return False
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail RUNNING trials whose worker is gone and queue their params again. Safe with many
-    workers: the storage lets exactly one of them move a trial out of RUNNING."""
-    now, failed = time.time(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        beat = t.system_attrs.get("nas:heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else now)
-        alive = _alive(t.user_attrs.get("worker"))
-        if alive or (alive is None and now - beat < STALE_S):
-            continue
-        try:  # the reason first: a finished trial's attributes are read-only
-            study._storage.set_trial_user_attr(t._trial_id, "reason", "stale")
-            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+class Liveness:
+    """Finds RUNNING trials whose worker is gone: its heartbeat is older than STALE_S (clocks of
+    different hosts only need to agree within a minute or so), or it ran on this machine and its
+    process no longer exists. A trial that never got a heartbeat (its worker died inside ask())
+    ages on this worker's own clock: trial start times are naive local times, unusable across
+    time zones. A stale trial is failed with reason `stale` and its params are queued again."""
+
+    def __init__(self) -> None:
+        self.unstamped: dict[int, float] = {}  # trial id -> when this worker first saw it unstamped
+
+    def fail_stale(self, study: optuna.Study) -> list[int]:
+        now, failed = time.time(), []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            beat = t.system_attrs.get(HEARTBEAT_KEY)
+            age = now - beat if beat is not None else time.monotonic() - self.unstamped.setdefault(t._trial_id, time.monotonic())
+            if age < STALE_S and not _process_gone(t.user_attrs.get("worker")):
                 continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished, or another worker failed it first
-        failed.append(t.number)
-        retries = t.user_attrs.get("retries", 0)
-        if t.user_attrs.get("counted") and retries < MAX_RETRIES:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retries": retries + 1})
-    return failed
+            try:  # the reason first: a finished trial's attributes are read-only
+                study._storage.set_trial_user_attr(t._trial_id, "reason", "stale")
+                if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it finished, or another worker failed it first
+            failed.append(t.number)
+            retries = t.user_attrs.get("retries", 0)
+            if t.user_attrs.get("counted") and retries < MAX_RETRIES:
+                # Two workers may both get here on SQLite (no row locks); the objective refuses the
+                # second copy of a retry (reason duplicate_retry).
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retries": retries + 1})
+        return failed
 
 
 class Heartbeat:
-    """A daemon thread that stamps the running trial every HEARTBEAT_S seconds."""
+    """Stamps the running trial at its start and every HEARTBEAT_S seconds from a daemon thread."""
 
     def __init__(self, storage: optuna.storages.BaseStorage):
         self.storage, self.trial_id = storage, None
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
+    def start(self, trial: optuna.Trial) -> None:
+        trial.set_user_attr("worker", _me())
+        self.storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, time.time())
+        self.trial_id = trial._trial_id
+
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             trial_id = self.trial_id
             if trial_id is not None:
                 with contextlib.suppress(Exception):  # a finished trial or a storage hiccup
-                    self.storage.set_trial_system_attr(trial_id, "nas:heartbeat", time.time())
+                    self.storage.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
 
     def stop(self) -> None:
         self._stop.set()
 
 
 @contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C while a trial is created and tagged, so none is left RUNNING without an owner."""
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a trial is created and tagged or told, so no trial is left
+    RUNNING without an owner and no result is lost; they raise KeyboardInterrupt right after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda sig, frame: got.append(sig))
+    previous = {sig: signal.signal(sig, lambda s, _f: got.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if got:
             raise KeyboardInterrupt
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (kill, a scheduler's stop) ends a worker the way Ctrl-C does: trial marked, clean exit."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 # ----------------------------------------------------------------------------------------- worker
@@ -344,34 +394,40 @@ class Worker:
     data: Any  # nas.data.Split on the device
     device: str
     on_trial_end: Callable[[], None] | None = None
+    liveness: Liveness = field(default_factory=Liveness)
 
     def run(self) -> None:
         heartbeat = Heartbeat(self.study._storage)
         deadline = time.monotonic() + self.cfg.timeout if self.cfg.timeout else math.inf
-        rejected_in_a_row = 0
+        rejected_in_a_row = errors_in_a_row = 0
         try:
             while time.monotonic() < deadline:
-                fail_stale_trials(self.study)
-                if slots_taken(self.study.get_trials(deepcopy=False)) >= self.cfg.trials:
+                self.liveness.fail_stale(self.study)
+                trials = self.study.get_trials(deepcopy=False)
+                queued = any(t.state == TrialState.WAITING for t in trials)  # a retry: ask() pops it first
+                if slots_taken(trials) >= self.cfg.trials and not queued:
                     return
                 trial = None
                 try:
-                    with sigint_deferred():
+                    with signals_deferred():
                         trial = self.study.ask()
-                        trial.set_user_attr("worker", _me())
-                        heartbeat.trial_id = trial._trial_id
+                        heartbeat.start(trial)
                 except KeyboardInterrupt:  # held during ask(): the new trial must not stay RUNNING
                     if trial is not None:
                         _interrupted(self.study, trial)
                     raise
-                state, value = self._run_trial(trial)
+                outcome = self._run_trial(trial)
                 heartbeat.trial_id = None
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    self.study.tell(trial, value, state=state)
+                if outcome:  # None: another worker judged it stale and ended it; it is not ours to tell
+                    with signals_deferred():
+                        self.study.tell(trial, outcome[1], state=outcome[0], skip_if_finished=True)
+                self._release_memory()
                 if self.on_trial_end:
                     self.on_trial_end()
-                reason = self.study._storage.get_trial_user_attrs(trial._trial_id).get("reason")
+                attrs = self.study._storage.get_trial_user_attrs(trial._trial_id)
+                reason = attrs.get("reason")
                 rejected_in_a_row = rejected_in_a_row + 1 if reason in REJECTED else 0
+                errors_in_a_row = errors_in_a_row + 1 if reason == "error" else 0
                 if reason == "trial_limit":
                     return
                 if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
@@ -379,27 +435,46 @@ class Worker:
                         f"the sampler proposed {rejected_in_a_row} configurations in a row that were over the "
                         f"budget, invalid or (with --fill-budget) too small to fill it; narrow the space."
                     )
+                if errors_in_a_row >= MAX_ERRORS_IN_A_ROW:
+                    raise ValueError(f"{errors_in_a_row} trials in a row failed with an error on {self.device} "
+                                     f"(last: {attrs.get('error')}); see the log above.")  # fmt: skip
         finally:
             heartbeat.stop()
 
-    def _run_trial(self, trial: optuna.Trial) -> tuple[TrialState, float | None]:
+    def _release_memory(self) -> None:
+        """Jobs sharing a GPU each keep a cache of freed blocks; give it back so a neighbour's next
+        trial does not run out of memory for nothing."""
+        if self.device.startswith("cuda") and self.cfg.devices.count(self.device) > 1:
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _run_trial(self, trial: optuna.Trial) -> tuple[TrialState, float | None] | None:
         try:
             return TrialState.COMPLETE, self.objective(trial)
         except optuna.TrialPruned:
             return TrialState.PRUNED, None
         except (TrialFailed, TrialLimit):
             return TrialState.FAIL, None
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None  # another worker took it for stale (this one stalled past STALE_S) and failed it
         except KeyboardInterrupt:
             _interrupted(self.study, trial)
             raise
-        except Exception as e:  # a bug or a broken device: record it, go on with the next trial
-            trial.set_user_attr("reason", "error")
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
+        except Exception as e:  # a bug or a broken device: record it; a run of them stops the worker
             logging.getLogger("nas").exception("trial %d failed", trial.number)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("reason", "error")
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:500])
             return TrialState.FAIL, None
 
     def objective(self, trial: optuna.Trial) -> float:
         cfg = self.cfg
+        retry_of = trial.user_attrs.get("retry_of")
+        if retry_of is not None and any(t.user_attrs.get("retry_of") == retry_of and t.number < trial.number
+                                        for t in self.study.get_trials(deepcopy=False)):  # fmt: skip
+            trial.set_user_attr("reason", "duplicate_retry")
+            raise TrialFailed(f"trial {retry_of} is already being retried")
         try:
             spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data_shape)
             if cfg.fill_budget:
@@ -423,7 +498,7 @@ class Worker:
         if params < floor:
             trial.set_user_attr("reason", "underfilled")
             raise optuna.TrialPruned(f"{params:,} parameters, under {FILL_MIN:.0%} of the budget at any width")
-        if not claim_slot(self.study, trial, cfg.trials):
+        if not claim_slot(self.study, trial, cfg.trials, on_wait=lambda: self.liveness.fail_stale(self.study)):
             trial.set_user_attr("reason", "trial_limit")
             raise TrialLimit
         return self.train(trial, spec, recipe)
@@ -453,7 +528,8 @@ class Worker:
         try:
             result = fit(spec, recipe.compressed(self.cfg.proxy_epochs), self.data, device=self.device, on_epoch=on_epoch)
         finally:
-            trial.set_user_attr("gpu_seconds", round(time.perf_counter() - start, 3))
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # keep the first error
+                trial.set_user_attr("gpu_seconds", round(time.perf_counter() - start, 3))
         trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in result.history])
         if result.status != "complete":
             if result.status == "oom":
@@ -491,25 +567,27 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
 
 def run_worker(cfg: SearchConfig, device: str, on_trial_end: Callable[[], None] | None = None,
                prepared: tuple | None = None) -> None:  # fmt: skip
+    _terminate_as_interrupt()
     space, split, identity = prepared or prepare(cfg)
     study = open_search_study(cfg, space, identity)
     Worker(cfg, space, study, split.to(device), device, on_trial_end).run()
 
 
 def _worker_process(cfg: SearchConfig, device: str) -> None:
-    """Entry point of a spawned worker process."""
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    """Entry point of a spawned worker process: one line and status 2 on a user error."""
     try:
         run_worker(cfg, device)
     except KeyboardInterrupt:
         pass
+    except ValueError as e:
+        print(f"nas search worker on {device}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_search(cfg: SearchConfig, progress: Any) -> optuna.Study:
     """Run the search to completion (or Ctrl-C), reporting through `progress` (nas.progress)."""
     space, split, identity = prepare(cfg)
     study = open_search_study(cfg, space, identity)
-    fail_stale_trials(study)
     progress.start(study, cfg)
     if len(cfg.devices) == 1:
         run_worker(cfg, cfg.devices[0], lambda: progress.update(study), (space, split, identity))

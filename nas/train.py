@@ -95,8 +95,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
         return torch.optim.Adadelta(groups, lr=r.lr, **multi)
     if o == "adagrad":
         return torch.optim.Adagrad(groups, lr=r.lr, **multi)
-    if o == "asgd":
-        return torch.optim.ASGD(groups, lr=r.lr, **multi)
+    if o == "asgd":  # capturable: its foreach path otherwise reads each step counter back to the host
+        return torch.optim.ASGD(groups, lr=r.lr, **multi, **({"capturable": True} if cuda else {}))
     if o == "rmsprop":
         return torch.optim.RMSprop(groups, lr=r.lr, momentum=r.momentum, **multi)
     raise ValueError(f"unknown optimizer {o!r}.")
@@ -133,24 +133,24 @@ def fit(
         )
     cuda = device.type == "cuda"
     if cuda:
+        torch.cuda.set_device(device)  # current stream and new allocations on this GPU, not on GPU 0
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     dtype = compute_dtype(recipe, device)
-    torch.manual_seed(recipe.seed)
-    model = build_model(spec).to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, recipe, device)
-    batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype, recipe.seed)
-    val_x = prepare(data.val_x, data.mean, data.std, dtype)
     history: list[dict[str, float]] = []
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt and resume and ckpt.exists():
-        history = _restore(ckpt, spec, recipe, model, optimizer, batches, device)
-    step_model = torch.compile(model) if compile else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
-    params = [p for p in model.parameters()]
-    steps = len(batches)
-
     try:
+        torch.manual_seed(recipe.seed)
+        model = build_model(spec).to(device, memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, recipe, device)
+        batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype, recipe.seed)
+        val_x = prepare(data.val_x, data.mean, data.std, dtype)
+        if ckpt and resume and ckpt.exists():
+            history = _restore(ckpt, spec, recipe, model, optimizer, batches, device)
+        step_model = torch.compile(model) if compile else model
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+        params = list(model.parameters())
+        steps = len(batches)
         for epoch in range(len(history) + 1, recipe.epochs + 1):
             t0 = time.perf_counter()
             clock = _Clock(cuda)
@@ -192,8 +192,7 @@ def fit(
                 _save(ckpt, spec, recipe, model, optimizer, batches, history, device)
             if on_epoch:
                 on_epoch(epoch, row)
-    except torch.cuda.OutOfMemoryError as e:
-        del model, optimizer, step_model, batches
+    except torch.cuda.OutOfMemoryError as e:  # returning frees the model and batches; the caller may empty the cache
         return FitResult("oom", history, None, time.perf_counter() - start, str(e).splitlines()[0])
     model.eval()
     return FitResult("complete", history, model, time.perf_counter() - start)
@@ -288,7 +287,9 @@ def _save(path: Path, spec, recipe, model, optimizer, batches, history, device) 
 
 def _restore(path: Path, spec, recipe, model, optimizer, batches, device) -> list[dict[str, float]]:
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        # On the CPU: load_state_dict moves what belongs on the device, and the generator and RNG
+        # states must be CPU tensors (a CUDA generator's set_state refuses anything else).
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"cannot read checkpoint {path}: {e}") from None
     if state.get("version") != CHECKPOINT_VERSION:
@@ -298,7 +299,7 @@ def _restore(path: Path, spec, recipe, model, optimizer, batches, device) -> lis
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])
-    torch.set_rng_state(state["torch_rng"].cpu())
+    torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
     return list(state["history"])

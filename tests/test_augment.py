@@ -95,3 +95,19 @@ def test_train_batches_shapes_targets_and_reproducibility():
     assert tb.dtype == torch.int64 and xb.mean().abs() < 1.0  # normalised
     epoch1, epoch2 = [t for _, t in plain], [t for _, t in plain]
     assert not all(torch.equal(p, q) for p, q in zip(epoch1, epoch2))  # a new permutation each epoch
+
+
+def test_chunked_epochs_use_each_image_at_most_once(monkeypatch):
+    import nas.augment
+
+    monkeypatch.setattr(nas.augment, "CHUNK", 40)  # chunks of one 32-image batch
+    x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 3, 4, 4).contiguous()
+    y = torch.arange(100)
+    batches = TrainBatches(x, y, Recipe(batch_size=32, crop_padding=0, flip=False), (0.0,) * 3, (1 / 255,) * 3,
+                           100, torch.float32, seed=0)  # fmt: skip
+    epoch = list(batches)
+    assert len(epoch) == 3 and all(len(t) == 32 for _, t in epoch)
+    labels = torch.cat([t for _, t in epoch])
+    assert len(set(labels.tolist())) == 96  # no image twice
+    images = torch.cat([x for x, _ in epoch])[:, 0, 0, 0]  # normalised with mean 0, std 1: the raw value
+    assert torch.equal(images, labels.float())  # image i still travels with label i

@@ -266,3 +266,105 @@ def test_a_killed_worker_is_detected_and_its_trial_retried(here):
     retry = next(t for t in trials if t.user_attrs.get("retry_of") == killed.number)
     assert retry.params == killed.params and counts(retry)
     assert sum(counts(t) for t in trials) == 1
+
+
+# ------------------------------------------------------------------ workers among other workers
+
+
+def _worker(trials=2, cls=None, **cfg):
+    from nas.data import synthetic, validation_split
+    from nas.search import SearchConfig, Worker, make_pruner, make_sampler
+    from nas.space import load_space
+
+    config = SearchConfig(budget=5_000_000, trials=trials, space="tiny", proxy_epochs=1, **cfg)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 0), pruner=make_pruner("none", 1))
+    return (cls or Worker)(config, load_space("tiny"), study, validation_split(synthetic(100)), "cpu"), study
+
+
+def test_a_worker_survives_another_worker_failing_its_trial():
+    from nas.search import Worker
+
+    class Stolen(Worker):
+        def train(self, trial, spec, recipe):
+            if trial.number == 0:  # another worker took this trial for stale and failed it
+                self.study._storage.set_trial_user_attr(trial._trial_id, "reason", "stale")
+                self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            return super().train(trial, spec, recipe)
+
+    worker, study = _worker(cls=Stolen)
+    worker.run()  # no exception escapes
+    assert study.trials[0].state == TrialState.FAIL and study.trials[0].user_attrs["reason"] == "stale"
+    assert sum(counts(t) for t in study.trials) == 2  # the stolen trial gave its slot back
+
+
+def test_a_run_of_errors_stops_the_worker_without_using_the_slots():
+    from nas.search import Worker
+
+    class Broken(Worker):
+        def train(self, trial, spec, recipe):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    worker, study = _worker(trials=10, cls=Broken)
+    with pytest.raises(ValueError, match="3 trials in a row failed with an error .*illegal memory access"):
+        worker.run()
+    assert [t.user_attrs["reason"] for t in study.trials] == ["error"] * 3
+    assert not any(counts(t) for t in study.trials)
+
+
+def test_a_retry_queued_twice_trains_once():
+    worker, study = _worker(trials=1)
+    params = {"stages": 1, "blocks_0": 1, "channels_0": 8, "stem_kernel": 3, "skip_kernel": 1, "block": "basic",
+              "optimizer": "sgd", "lr_sgd": 0.05, "batch_size": 64, "schedule": "cosine"}  # fmt: skip
+    for _ in range(2):  # two workers failed the same stale trial 7 (SQLite has no row locks)
+        study.enqueue_trial(params, user_attrs={"retry_of": 7, "retries": 1})
+    worker.run()
+    first, second = study.trials[:2]
+    assert counts(first) and first.params == params
+    assert second.state == TrialState.FAIL and second.user_attrs["reason"] == "duplicate_retry" and not counts(second)
+
+
+def test_a_queued_retry_is_pending_for_higher_trials():
+    from nas.search import slots_taken, undecided
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({}, user_attrs={"retry_of": 5})  # trial 0, WAITING
+    # trial 1: created by a worker whose ask() looked at the queue just before the retry arrived
+    later = optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    assert undecided(study.trials[0]) and slots_taken(study.get_trials()) == 2
+
+    def pop_and_decide():  # another worker pops the retry; this time it trains and takes the slot
+        time.sleep(0.3)
+        retry = study.ask()
+        assert retry.number == 0
+        retry.set_user_attr("counted", True)
+
+    threading.Thread(target=pop_and_decide).start()
+    assert not claim_slot(study, later, 1)  # waited for the retry, which took the only slot
+
+
+def test_stale_trials_by_heartbeat_and_by_process(monkeypatch):
+    import nas.search as search
+
+    monkeypatch.setattr(search, "STALE_S", 60)
+    study = optuna.create_study(direction="maximize")
+    now = time.time()
+    elsewhere = {"host": "b", "machine": "b|boot|ns", "pid": 1}
+    old = study.ask()  # another machine, heartbeat 10 minutes ago: dead
+    old.set_user_attr("worker", elsewhere)
+    old.set_user_attr("counted", True)
+    study._storage.set_trial_system_attr(old._trial_id, search.HEARTBEAT_KEY, now - 600)
+    fresh = study.ask()  # another machine, heartbeat just now: alive, whatever its pid is here
+    fresh.set_user_attr("worker", elsewhere)
+    study._storage.set_trial_system_attr(fresh._trial_id, search.HEARTBEAT_KEY, now)
+    gone = study.ask()  # this machine, a pid that does not exist, fresh heartbeat: dead at once
+    gone.set_user_attr("worker", {**search._me(), "pid": 2**22 + 12345})
+    study._storage.set_trial_system_attr(gone._trial_id, search.HEARTBEAT_KEY, now)
+    unstamped = study.ask()  # no heartbeat yet (inside ask): alive until this worker has watched it STALE_S
+    liveness = search.Liveness()
+    assert sorted(liveness.fail_stale(study)) == [old.number, gone.number]
+    states = {t.number: t.state for t in study.trials}
+    assert states[fresh.number] == states[unstamped.number] == TrialState.RUNNING
+    retries = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert [t.user_attrs["retry_of"] for t in retries] == [old.number]  # only a trial that held a slot
+    monkeypatch.setattr(search, "STALE_S", 0)
+    assert unstamped.number in liveness.fail_stale(study)
