@@ -368,3 +368,25 @@ def test_stale_trials_by_heartbeat_and_by_process(monkeypatch):
     assert [t.user_attrs["retry_of"] for t in retries] == [old.number]  # only a trial that held a slot
     monkeypatch.setattr(search, "STALE_S", 0)
     assert unstamped.number in liveness.fail_stale(study)
+
+
+def test_one_command_with_several_workers_spawns_them_and_shows_their_trials(here):
+    """The --gpus 0,1 path (one spawned process per device entry, polled by the parent), run with
+    two CPU entries, on the default SQLite storage."""
+    import io
+
+    from nas.progress import Progress
+    from nas.search import SearchConfig, run_search
+
+    cfg = SearchConfig(budget=5_000_000, trials=4, space="tiny", dataset="synthetic:200", proxy_epochs=2,
+                       devices=("cpu", "cpu"), seed=0, study="multi")  # fmt: skip
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    study = run_search(cfg, progress)
+    summary = progress.summary(study)
+    held = [t for t in study.trials if counts(t)]
+    assert len(held) == 4 and summary["trained"] == 4
+    assert len({t.user_attrs["worker"]["pid"] for t in held}) <= 2 and os.getpid() not in {
+        t.user_attrs["worker"]["pid"] for t in held}  # fmt: skip
+    assert out.getvalue().count(" val 0.") + out.getvalue().count("pruned after") == 4
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
