@@ -47,6 +47,8 @@ def main() -> None:
             state, value = worker._run_trial(trial)
             study.tell(trial, value, state=state)
         share, after_50 = budget_shares(study.trials)
+        if after_50 is None:
+            raise SystemExit(f"seed {seed}: fewer than 51 proposals; raise --proposals.")
         shares.append(after_50)
         print(f"seed {seed}: {share:.1%} of {args.proposals} proposals within budget, {after_50:.1%} after the first 50")
     print(f"{args.sampler} on {args.space} at {args.budget:,}: mean {statistics.mean(shares):.1%} within budget after the "

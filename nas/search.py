@@ -174,6 +174,10 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "gp":
+        import importlib.util
+
+        if importlib.util.find_spec("scipy") is None:  # Optuna's GP fits its kernel with scipy
+            raise ValueError("--sampler gp needs scipy: pip install -e '.[gp]' (or pip install scipy).")
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)

@@ -134,6 +134,27 @@ def test_bad_inputs_are_one_line_and_exit_2(here, capsys, args, message):
     assert code == 2 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_other_samplers_search(here, capsys, sampler):
+    code, out, _ = search(capsys, "--trials", "2", "--sampler", sampler, "--study", sampler)
+    assert code == 0 and sum(counts(t) for t in study_of(sampler).trials) == 2
+
+
+def test_gp_sampler_without_scipy_says_what_to_install(here, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    code, _, err = search(capsys, "--trials", "1", "--sampler", "gp")
+    assert code == 2 and "pip install -e '.[gp]'" in err
+
+
+def test_timeout_stops_starting_trials(here, capsys):
+    code, out, _ = search(capsys, "--trials", "50", "--timeout", "0.5s")
+    trained = sum(counts(t) for t in study_of().trials)
+    assert code == 0 and 1 <= trained < 50 and "trials trained" in out
+
+
 def test_bad_space_file_names_file_and_key(here, capsys):
     (here / "bad.yaml").write_text("arch:\n  stages: 2\n  blocks: 1\n  width: {int: [32, 8]}\n")
     code = main(["search", *FAST, "--space", "bad.yaml"])
