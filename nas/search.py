@@ -125,13 +125,20 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         _check_folder(url, Path(url.removeprefix("sqlite:///")))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"storage {url}: the database driver is not installed ({e.name}); pip install it.") from None
-    except Exception as e:  # sqlalchemy's ArgumentError, OperationalError, NoSuchModuleError...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot open storage {url}: {first}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except ModuleNotFoundError as e:
+            raise ValueError(f"storage {url}: the database driver is not installed ({e.name}); pip install it.") from None
+        except Exception as e:  # sqlalchemy's ArgumentError, OperationalError, NoSuchModuleError...
+            text = str(e).strip()
+            # Workers started together on a new database race to create its tables: the loser sees
+            # a duplicate version row or an existing table, and succeeds on a second look.
+            if attempt < 4 and ("alembic_version" in text or "already exists" in text):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ValueError(f"cannot open storage {url}: {text.splitlines()[0] if text else type(e).__name__}") from None
+    raise AssertionError("unreachable")
 
 
 def _check_folder(url: str, path: Path) -> None:

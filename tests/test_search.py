@@ -13,7 +13,7 @@ import nas.train
 from nas.cli import main
 from nas.count import count_params
 from nas.arch import ArchSpec
-from nas.search import claim_slot, counts, load_study
+from nas.search import claim_slot, counts, load_study, open_storage
 
 FAST = ["--space", "tiny", "--dataset", "synthetic:200", "--proxy-epochs", "2", "--gpus", "cpu", "--seed", "0"]
 
@@ -173,6 +173,16 @@ def _trial(study, attrs=None, state=None):
     return trial
 
 
+def test_workers_racing_to_create_a_new_database_all_open_it(tmp_path):
+    """Optuna's schema setup is not atomic: processes opening a new database together collide on it."""
+    code = "import sys; from nas.search import open_storage; open_storage(sys.argv[1])"
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path}/race{round_}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert all(p.returncode == 0 for p in procs), errors
+
+
 def test_claim_counts_held_and_undeciced_lower_trials():
     study = optuna.create_study(direction="maximize")
     _trial(study, {"counted": True}, TrialState.COMPLETE)  # holds a slot
@@ -229,8 +239,8 @@ def wait_for_running(proc, db, study_name, timeout=60):
                 raise AssertionError(f"the worker exited early: {proc.communicate()}")
             if not db.exists():  # asking sooner would create the file under the worker's feet
                 continue
-            storage = storage or optuna.storages.RDBStorage(f"sqlite:///{db}")  # one engine: no leaked locks
             try:
+                storage = storage or open_storage(f"sqlite:///{db}")  # one engine: no leaked locks
                 study = optuna.load_study(study_name=study_name, storage=storage)
             except KeyError:  # the worker has not created the study yet
                 continue
