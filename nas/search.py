@@ -10,9 +10,10 @@ Slots are exact across workers: trial t trains only if fewer than `trials` lower
 have trained or may still train (undecided ones count until they decide, which takes milliseconds).
 Trial numbers are assigned by the storage, so every worker judges a trial the same way.
 
-Liveness: a worker writes a heartbeat on its running trial every HEARTBEAT_S. A RUNNING trial whose
-worker process is gone (same host) or whose heartbeat is older than STALE_S is failed with reason
-`stale` by the next worker that looks, and its params are queued again (up to MAX_RETRIES).
+Liveness: a worker stamps a heartbeat on its trial when it starts and every HEARTBEAT_S after. A
+RUNNING trial whose heartbeat is older than STALE_S, or whose worker process is gone from this
+machine (same boot and PID namespace), is failed with reason `stale` by the next worker that looks,
+and its params are queued again (up to MAX_RETRIES).
 """
 
 from __future__ import annotations
