@@ -37,13 +37,9 @@ class Dataset:
         return self.train_x.shape[-1]
 
     @property
-    def in_channels(self) -> int:
-        return self.train_x.shape[1]
-
-    @property
     def shape(self) -> dict[str, int]:
         """What an ArchSpec must match: `ArchSpec(..., **dataset.shape)`."""
-        return {"classes": len(self.classes), "image_size": self.image_size, "in_channels": self.in_channels}
+        return image_shape(self.train_x, self.classes)
 
 
 @dataclass
@@ -60,10 +56,19 @@ class Split:
     classes: list[str]
     info: dict = field(default_factory=dict)  # how it was drawn: recorded on the study
 
+    @property
+    def shape(self) -> dict[str, int]:
+        return image_shape(self.train_x, self.classes)
+
     def to(self, device: torch.device | str) -> Split:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
                        val_x=move(self.val_x), val_y=move(self.val_y))  # fmt: skip
+
+
+def image_shape(x: torch.Tensor, classes: list[str]) -> dict[str, int]:
+    """The ArchSpec fields images `x` (N x C x H x W) with these classes fix."""
+    return {"classes": len(classes), "image_size": x.shape[-1], "in_channels": x.shape[1]}
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -117,7 +122,7 @@ def _cifar(name: str, data_dir: Path) -> Dataset:
 
 def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     splits = {s: root / s for s in ("train", "test")}
-    for s, d in splits.items():
+    for d in splits.values():
         if not d.is_dir():
             raise ValueError(f"imagefolder:{root} needs {d}/<class>/<image> folders; {d} is missing.")
     classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())

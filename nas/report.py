@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
 from nas.arch import ArchSpec
-from nas.progress import FINISHED, recipe_brief, trained
+from nas.progress import recipe_brief, trained
 from nas.retrain import retrains
 from nas.search import REJECTED, STUDIES_DIR
 

@@ -488,7 +488,7 @@ class Worker:
             trial.set_user_attr("reason", "duplicate_retry")
             raise TrialFailed(f"trial {retry_of} is already being retried")
         try:
-            spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data_shape)
+            spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data.shape)
             if cfg.fill_budget:
                 spec = fit_width(spec, cfg.budget)
         except ValueError as e:  # an impossible combination (say, a pool that does not divide the map)
@@ -514,11 +514,6 @@ class Worker:
             trial.set_user_attr("reason", "trial_limit")
             raise TrialLimit
         return self.train(trial, spec, recipe)
-
-    @property
-    def data_shape(self) -> dict[str, int]:
-        x = self.data.train_x
-        return {"classes": len(self.data.classes), "image_size": x.shape[-1], "in_channels": x.shape[1]}
 
     def train(self, trial: optuna.Trial, spec, recipe) -> float:
         import torch

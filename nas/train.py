@@ -51,6 +51,10 @@ def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if bf16 else torch.float32
 
 
+def _autocast(dtype: torch.dtype, device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+
 def lr_factor(recipe: Recipe, t: float) -> float:
     """Multiplier of the peak learning rate `t` epochs into the run (t is fractional: per step)."""
     r, e = recipe, recipe.epochs
@@ -126,10 +130,11 @@ def fit(
     device = torch.device(device) if device is not None else default_device()
     if data.train_x.device != device:
         data = data.to(device)
-    if spec.classes != len(data.classes) or spec.image_size != data.train_x.shape[-1] or spec.in_channels != data.train_x.shape[1]:
+    have = data.shape
+    if {k: getattr(spec, k) for k in have} != have:
         raise ValueError(
             f"the architecture expects {spec.classes} classes of {spec.in_channels}x{spec.image_size}px images; "
-            f"the data has {len(data.classes)} classes of {data.train_x.shape[1]}x{data.train_x.shape[-1]}px."
+            f"the data has {have['classes']} classes of {have['in_channels']}x{have['image_size']}px."
         )
     cuda = device.type == "cuda"
     if cuda:
@@ -148,7 +153,7 @@ def fit(
         if ckpt and resume and ckpt.exists():
             history = _restore(ckpt, spec, recipe, model, optimizer, batches, device)
         step_model = torch.compile(model) if compile else model
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+        autocast = _autocast(dtype, device)
         params = list(model.parameters())
         steps = len(batches)
         for epoch in range(len(history) + 1, recipe.epochs + 1):
@@ -244,7 +249,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
     """Loss and accuracy of `model` on uint8 `images` (on the model's device)."""
     device = next(model.parameters()).device
     dtype = compute_dtype(Recipe(precision=precision), device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    autocast = _autocast(dtype, device)
     x = prepare(images.to(device), mean, std, dtype)
     loss, correct = _evaluate(model, x, labels.to(device), autocast, tta).tolist()
     return {"loss": loss / len(x), "acc": correct / len(x)}
@@ -255,7 +260,7 @@ def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = Fa
     """Class probabilities for uint8 `images`, batched on the model's device."""
     device = next(model.parameters()).device
     dtype = compute_dtype(Recipe(), device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+    autocast = _autocast(dtype, device)
     model.eval()
     out = []
     for i in range(0, len(images), EVAL_BATCH):

@@ -70,5 +70,7 @@ def test_parse_count(text, value):
 
 @pytest.mark.parametrize("text", ["five", "5X", "-3", "0", ""])
 def test_parse_count_rejects_nonsense(text):
-    with pytest.raises(Exception):
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError):
         parse_count(text)

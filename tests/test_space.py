@@ -67,7 +67,6 @@ def test_params_rebuild_the_exact_configuration():
     space = load_space()
     rng = random.Random(1)
     for _ in range(200):
-        pick = Recorder()
         params = {}
 
         def record(name, p):

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from nas.arch import ArchSpec
 from nas.data import synthetic, validation_split
