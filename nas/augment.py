@@ -96,10 +96,10 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     return (x.float() - m) / s
 
 
-def prepare(x: torch.Tensor, mean, std, dtype: torch.dtype) -> torch.Tensor:
-    """Normalised evaluation images in the compute dtype and channels_last, in chunks."""
+def prepare(x: torch.Tensor, mean, std, dtype: torch.dtype, layout: torch.memory_format) -> torch.Tensor:
+    """Normalised evaluation images in the compute dtype and the device's layout, in chunks."""
     out = [normalize(x[i : i + CHUNK], mean, std).to(dtype) for i in range(0, len(x), CHUNK)]
-    return torch.cat(out).contiguous(memory_format=torch.channels_last)
+    return torch.cat(out).contiguous(memory_format=layout)
 
 
 class TrainBatches:
@@ -107,8 +107,8 @@ class TrainBatches:
     (N x classes, rows summing to 1) when mixup or cutmix is on."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, mean, std, classes: int,
-                 dtype: torch.dtype, seed: int):  # fmt: skip
-        self.x, self.y, self.recipe = x, y, recipe
+                 dtype: torch.dtype, seed: int, layout: torch.memory_format = torch.contiguous_format):  # fmt: skip
+        self.x, self.y, self.recipe, self.layout = x, y, recipe, layout
         self.mean, self.std, self.classes, self.dtype = mean, std, classes, dtype
         self.g = torch.Generator(device=x.device).manual_seed(seed)
         self.rng = random.Random(seed)
@@ -145,7 +145,7 @@ class TrainBatches:
         chunk = max(1, CHUNK // bs) * bs  # whole batches per chunk: memory stays bounded on any dataset
         for start in range(0, len(perm), chunk):
             idx = perm[start : start + chunk]
-            images = self.augment(self.x[idx]).contiguous(memory_format=torch.channels_last)
+            images = self.augment(self.x[idx]).contiguous(memory_format=self.layout)
             yield from self._batches(images, self.y[idx])
 
     def _batches(self, images: torch.Tensor, labels: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -22,8 +22,9 @@ import torch
 from nas.arch import ArchSpec
 from nas.count import count_macs, count_params
 from nas.data import load_dataset, test_split
+from nas.device import resolve_device
 from nas.recipe import Recipe
-from nas.train import default_device, evaluate, fit
+from nas.train import evaluate, fit
 
 # The short-run recipe of the accuracy check: one-cycle Nesterov SGD (super-convergence), the
 # preset's augmentation kept.
@@ -39,7 +40,7 @@ def device_name(device: torch.device) -> str:
 
 def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir: str | None, *, epochs: int,
               accuracy_epochs: int = 0, compile: bool = False, device: str | None = None) -> dict[str, Any]:  # fmt: skip
-    dev = torch.device(device) if device else default_device()
+    dev = resolve_device(device)
     # Once per process, not per trial: the first optimizer imports torch._dynamo (1-3 s). Paid
     # here so the overhead below is what every new architecture costs a search worker.
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)

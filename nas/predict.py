@@ -10,6 +10,7 @@ import torch
 
 from nas.arch import ArchSpec, build_model
 from nas.data import IMAGE_SUFFIXES, decode_images
+from nas.device import memory_format, resolve_device
 
 
 def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -20,16 +21,16 @@ def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]
         raise ValueError(f"no model at {path}.") from None
     except Exception as e:
         raise ValueError(f"cannot read model {path}: {e}") from None
-    model = build_model(ArchSpec.from_dict(saved["spec"])).to(device, memory_format=torch.channels_last)
+    model = build_model(ArchSpec.from_dict(saved["spec"])).to(device, memory_format=memory_format(device))
     model.load_state_dict(saved["model"])
     return model.eval(), saved
 
 
 def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = False, device: str | None = None) -> int:
     """Write `out` with one row per image under `images` (recursively); returns the row count."""
-    from nas.train import default_device, predict
+    from nas.train import predict
 
-    dev = torch.device(device) if device else default_device()
+    dev = resolve_device(device)
     model, saved = load_model(model_path, dev)
     if not images.is_dir():
         raise ValueError(f"{images} is not a folder of images.")

@@ -82,7 +82,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     import torch
 
     from nas.data import test_split
-    from nas.train import default_device, evaluate, fit
+    from nas.device import resolve_device
+    from nas.train import evaluate, fit
 
     recipe = replace(target.recipe, epochs=epochs or target.recipe.epochs,
                      seed=target.recipe.seed if seed is None else seed)  # fmt: skip
@@ -91,7 +92,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not resume:
         log(f"{ckpt} exists: starting over (pass --resume to continue it)")
-    dev = torch.device(device) if device else default_device()
+    dev = resolve_device(device)
     split = test_split(data).to(dev)
     log(f"retraining {target.name}: {target.spec.describe()} | {count_params(target.spec):,} params | "
         f"{recipe.epochs} epochs on {len(split.train_y):,} images | {dev}")  # fmt: skip

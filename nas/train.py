@@ -1,7 +1,7 @@
 """`fit`: train the model an ArchSpec describes with a Recipe on a Split, as fast as the device allows.
 
 The data already lives on the device (`Split.to`); each epoch is augmented in bulk there
-(`nas.augment`); bf16 autocast, channels_last, cudnn autotuning and fused/foreach optimizers on
+(`nas.augment`); bf16 autocast, channels_last (`nas.device`), cudnn autotuning and fused/foreach optimizers on
 CUDA; one host-device sync per epoch, for the logged metrics. The learning rate is a pure function
 of the step, so a run resumed from a checkpoint follows exactly the schedule of an uninterrupted one.
 """
@@ -23,6 +23,7 @@ from torch import nn
 from nas.arch import ArchSpec, build_model
 from nas.augment import TrainBatches, prepare
 from nas.data import Split
+from nas.device import memory_format, resolve_device
 from nas.recipe import Recipe
 
 CHECKPOINT_VERSION = 1
@@ -40,10 +41,6 @@ class FitResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
@@ -127,7 +124,8 @@ def fit(
     it when it exists. `compile=True` wraps the model in `torch.compile`: worth it for long runs.
     """
     start = time.perf_counter()
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
+    layout = memory_format(device)
     if data.train_x.device != device:
         data = data.to(device)
     have = data.shape
@@ -146,10 +144,11 @@ def fit(
     ckpt = Path(checkpoint) if checkpoint else None
     try:
         torch.manual_seed(recipe.seed)
-        model = build_model(spec).to(device, memory_format=torch.channels_last)
+        model = build_model(spec).to(device, memory_format=layout)
         optimizer = make_optimizer(model, recipe, device)
-        batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype, recipe.seed)
-        val_x = prepare(data.val_x, data.mean, data.std, dtype)
+        batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype,
+                               recipe.seed, layout)  # fmt: skip
+        val_x = prepare(data.val_x, data.mean, data.std, dtype, layout)
         if ckpt and resume and ckpt.exists():
             history = _restore(ckpt, spec, recipe, model, optimizer, batches, device)
         step_model = torch.compile(model) if compile else model
@@ -250,7 +249,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
     device = next(model.parameters()).device
     dtype = compute_dtype(Recipe(precision=precision), device)
     autocast = _autocast(dtype, device)
-    x = prepare(images.to(device), mean, std, dtype)
+    x = prepare(images.to(device), mean, std, dtype, memory_format(device))
     loss, correct = _evaluate(model, x, labels.to(device), autocast, tta).tolist()
     return {"loss": loss / len(x), "acc": correct / len(x)}
 
@@ -264,7 +263,7 @@ def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = Fa
     model.eval()
     out = []
     for i in range(0, len(images), EVAL_BATCH):
-        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, dtype)
+        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, dtype, memory_format(device))
         out.append(_logits(model, x, autocast, tta).softmax(1).cpu())
     return torch.cat(out)
 

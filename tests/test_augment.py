@@ -83,7 +83,8 @@ def test_train_batches_shapes_targets_and_reproducibility():
     x = torch.randint(0, 256, (100, 3, 8, 8), dtype=torch.uint8)
     y = torch.arange(100) % 10
     r = Recipe(batch_size=32, mixup=0.2, cutmix=1.0, cutout=3, rotation=5)
-    make = lambda: TrainBatches(x, y, r, (0.5,) * 3, (0.25,) * 3, 10, torch.float32, seed=7)  # noqa: E731
+    make = lambda: TrainBatches(x, y, r, (0.5,) * 3, (0.25,) * 3, 10, torch.float32, seed=7,  # noqa: E731
+                                layout=torch.channels_last)
     a, b = list(make()), list(make())
     assert len(a) == 3  # 100 // 32, the remainder dropped
     for (xa, ta), (xb, tb) in zip(a, b):
