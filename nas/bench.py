@@ -38,6 +38,19 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def epoch_figures(history: list[dict[str, float]], run_seconds: float) -> tuple[float, float, float, float]:
+    """(steady epoch wall s, steady training-steps s, setup s, first epoch's extra s) of a `fit` run.
+
+    Steady: the median over the epochs after the first. Setup: the run's time outside its epochs
+    (model build, optimizer, evaluation data). The first epoch's extra is what it took beyond a steady
+    epoch (autotuning, warm-up); on a noisy machine it may come out faster, which is no overhead."""
+    later = history[1:] or history
+    steady_wall = statistics.median(r["seconds"] for r in later)
+    steady_train = statistics.median(r["train_seconds"] for r in later)
+    setup = max(0.0, run_seconds - sum(r["seconds"] for r in history))
+    return steady_wall, steady_train, setup, max(0.0, history[0]["seconds"] - steady_wall)
+
+
 def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir: str | None, *, epochs: int,
               accuracy_epochs: int = 0, compile: bool = False, device: str | None = None) -> dict[str, Any]:  # fmt: skip
     dev = resolve_device(device)
@@ -56,13 +69,10 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
     if run.status != "complete":
         raise ValueError(f"the speed run ended with status {run.status}: {run.message}")
     h = run.history
-    later = h[1:] or h
-    steady_wall = statistics.median(r["seconds"] for r in later)
-    steady_train = statistics.median(r["train_seconds"] for r in later)
+    steady_wall, steady_train, setup, first_extra = epoch_figures(h, run.seconds)
     n, bs = len(split.train_y), min(recipe.batch_size, len(split.train_y))
     images = n // bs * bs  # fit drops the last partial batch
     flops = 3 * 2 * count_macs(spec) * images
-    setup = run.seconds - sum(r["seconds"] for r in h)  # model build, optimizer, eval data
     out: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "device": device_name(dev),
@@ -82,8 +92,8 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
         "tflops": flops / steady_train / 1e12,
         "data_seconds": data_seconds,
         "setup_seconds": setup,
-        "first_epoch_extra_seconds": h[0]["seconds"] - steady_wall,
-        "first_epoch_overhead_seconds": data_seconds + setup + h[0]["seconds"] - steady_wall,
+        "first_epoch_extra_seconds": first_extra,
+        "first_epoch_overhead_seconds": data_seconds + setup + first_extra,
         "peak_memory_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None,
     }
     if accuracy_epochs:
