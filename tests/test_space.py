@@ -3,7 +3,7 @@ import random
 import pytest
 
 from nas.arch import ArchSpec
-from nas.count import count_params
+from nas.count import count_macs, count_params
 from nas.recipe import Recipe
 from nas.space import DEFAULT_SPACE, SpaceError, load_preset, load_space, preset_names
 
@@ -99,7 +99,11 @@ def test_presets_load_and_match_published_counts():
     counts = {name: count_params(load_preset(name)[1]) for name in names}
     assert counts["resnet18"] == 11_173_962 and counts["resnet24"] == 4_918_602
     assert counts["resnet12-k5"] == 4_980_298
-    assert all(c <= 5_000_000 for n, c in counts.items() if n != "resnet18")
+    assert counts["mlperf-tiny-resnet8"] == 78_042 and counts["resnet20"] == 272_474  # 78.7k and 0.27M published
+    small = {"mlperf-tiny-resnet8", "resnet20"}
+    assert all(c <= 5_000_000 for n, c in counts.items() if n != "resnet18" and n not in small)
+    _, resnet8, _ = load_preset("mlperf-tiny-resnet8")
+    assert count_macs(resnet8) == 12_501_632 and resnet8.skip_kernel == 1 and resnet8.stem_channels == 16
     name, spec, recipe = load_preset("resnet24")
     assert recipe.schedule == "cosine-restarts" and recipe.restart_every == 50 and recipe.cutout == 8
     assert recipe.lr == 0.01 and recipe.batch_size == 128
