@@ -17,7 +17,8 @@ import optuna
 from nas.cli import parse_count
 from nas.data import synthetic, validation_split
 from nas.progress import budget_shares
-from nas.search import SearchConfig, Worker, make_pruner, make_sampler
+from nas.search import SearchConfig, Worker
+from nas.study import make_pruner, make_sampler
 from nas.space import load_space
 
 

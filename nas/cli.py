@@ -386,7 +386,7 @@ def run_retrain(args: argparse.Namespace) -> int:
     from nas import retrain as rt
     from nas.data import load_dataset
     from nas.report import write_note
-    from nas.search import load_study
+    from nas.study import load_study
 
     if args.epochs is not None and args.epochs < 1:
         raise ValueError("--epochs must be at least 1.")
@@ -429,7 +429,7 @@ def run_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from nas.report import report
-    from nas.search import load_study
+    from nas.study import load_study
 
     study = load_study(args.storage, args.study)
     r = report(study, Path(args.out) if args.out else None)
@@ -475,7 +475,7 @@ def run_predict(args: argparse.Namespace) -> int:
         model = Path(args.model)
     else:
         from nas.retrain import find_trial, retrains
-        from nas.search import load_study
+        from nas.study import load_study
 
         study = load_study(args.storage, args.study)
         find_trial(study, args.trial)

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search import REJECTED, counts, dashboard_arg, storage_url
+from nas.study import REJECTED, counts, dashboard_arg, storage_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

@@ -15,7 +15,7 @@ from nas import __version__
 from nas.arch import ArchSpec
 from nas.progress import recipe_brief, trained
 from nas.retrain import retrains
-from nas.search import REJECTED, STUDIES_DIR
+from nas.study import REJECTED, STUDIES_DIR
 
 COLUMNS = ["name", "trial", "state", "proxy_val_acc", "params", "macs", "retrain_test_acc", "retrain_test_acc_tta",
            "retrain_epochs", "gpu_seconds", "arch", "recipe"]  # fmt: skip

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.arch import ArchSpec
 from nas.count import count_macs, count_params, fit_width
 from nas.recipe import Recipe
-from nas.search import REJECTED, STUDIES_DIR
+from nas.study import REJECTED, STUDIES_DIR
 from nas.space import load_preset, parse_space
 
 CHECKPOINT_EVERY = 5

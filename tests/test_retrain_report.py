@@ -11,7 +11,7 @@ from nas.cli import main
 from nas.data import load_dataset
 from nas.predict import load_model
 from nas.report import note
-from nas.search import counts, load_study
+from nas.study import counts, load_study
 
 STUDY = "tiny-synthetic-5M"
 SMALL_PRESET = "arch:\n  blocks: [1, 1]\n  channels: [8, 16]\nrecipe:\n  optimizer: sgd\n  lr: 0.05\n  epochs: 2\n"

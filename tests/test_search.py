@@ -13,7 +13,8 @@ import nas.train
 from nas.cli import main
 from nas.count import count_params
 from nas.arch import ArchSpec
-from nas.search import claim_slot, counts, load_study, open_storage
+from nas.search import claim_slot
+from nas.study import counts, load_study, open_storage
 
 FAST = ["--space", "tiny", "--dataset", "synthetic:200", "--proxy-epochs", "2", "--gpus", "cpu", "--seed", "0"]
 
@@ -175,7 +176,7 @@ def _trial(study, attrs=None, state=None):
 
 def test_workers_racing_to_create_a_new_database_all_open_it(tmp_path):
     """Optuna's schema setup is not atomic: processes opening a new database together collide on it."""
-    code = "import sys; from nas.search import open_storage; open_storage(sys.argv[1])"
+    code = "import sys; from nas.study import open_storage; open_storage(sys.argv[1])"
     for round_ in range(3):
         url = f"sqlite:///{tmp_path}/race{round_}.db"
         procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True) for _ in range(4)]
@@ -304,7 +305,8 @@ def test_a_killed_worker_is_detected_and_its_trial_retried(here):
 
 def _worker(trials=2, cls=None, **cfg):
     from nas.data import synthetic, validation_split
-    from nas.search import SearchConfig, Worker, make_pruner, make_sampler
+    from nas.search import SearchConfig, Worker
+    from nas.study import make_pruner, make_sampler
     from nas.space import load_space
 
     config = SearchConfig(budget=5_000_000, trials=trials, space="tiny", proxy_epochs=1, **cfg)
@@ -355,7 +357,8 @@ def test_a_retry_queued_twice_trains_once():
 
 
 def test_a_queued_retry_is_pending_for_higher_trials():
-    from nas.search import slots_taken, undecided
+    from nas.search import slots_taken
+    from nas.study import undecided
 
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial({}, user_attrs={"retry_of": 5})  # trial 0, WAITING
@@ -374,31 +377,31 @@ def test_a_queued_retry_is_pending_for_higher_trials():
 
 
 def test_stale_trials_by_heartbeat_and_by_process(monkeypatch):
-    import nas.search as search
+    import nas.liveness as liveness
 
-    monkeypatch.setattr(search, "STALE_S", 60)
+    monkeypatch.setattr(liveness, "STALE_S", 60)
     study = optuna.create_study(direction="maximize")
     now = time.time()
     elsewhere = {"host": "b", "machine": "b|boot|ns", "pid": 1}
     old = study.ask()  # another machine, heartbeat 10 minutes ago: dead
     old.set_user_attr("worker", elsewhere)
     old.set_user_attr("counted", True)
-    study._storage.set_trial_system_attr(old._trial_id, search.HEARTBEAT_KEY, now - 600)
+    study._storage.set_trial_system_attr(old._trial_id, liveness.HEARTBEAT_KEY, now - 600)
     fresh = study.ask()  # another machine, heartbeat just now: alive, whatever its pid is here
     fresh.set_user_attr("worker", elsewhere)
-    study._storage.set_trial_system_attr(fresh._trial_id, search.HEARTBEAT_KEY, now)
+    study._storage.set_trial_system_attr(fresh._trial_id, liveness.HEARTBEAT_KEY, now)
     gone = study.ask()  # this machine, a pid that does not exist, fresh heartbeat: dead at once
-    gone.set_user_attr("worker", {**search._me(), "pid": 2**22 + 12345})
-    study._storage.set_trial_system_attr(gone._trial_id, search.HEARTBEAT_KEY, now)
+    gone.set_user_attr("worker", {**liveness._me(), "pid": 2**22 + 12345})
+    study._storage.set_trial_system_attr(gone._trial_id, liveness.HEARTBEAT_KEY, now)
     unstamped = study.ask()  # no heartbeat yet (inside ask): alive until this worker has watched it STALE_S
-    liveness = search.Liveness()
-    assert sorted(liveness.fail_stale(study)) == [old.number, gone.number]
+    watcher = liveness.Liveness()
+    assert sorted(watcher.fail_stale(study)) == [old.number, gone.number]
     states = {t.number: t.state for t in study.trials}
     assert states[fresh.number] == states[unstamped.number] == TrialState.RUNNING
     retries = [t for t in study.trials if t.state == TrialState.WAITING]
     assert [t.user_attrs["retry_of"] for t in retries] == [old.number]  # only a trial that held a slot
-    monkeypatch.setattr(search, "STALE_S", 0)
-    assert unstamped.number in liveness.fail_stale(study)
+    monkeypatch.setattr(liveness, "STALE_S", 0)
+    assert unstamped.number in watcher.fail_stale(study)
 
 
 def test_one_command_with_several_workers_spawns_them_and_shows_their_trials(here):
