@@ -23,6 +23,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from nas.study import StoredTrial
+
 HEARTBEAT_S = 20
 STALE_S = 120
 MAX_RETRIES = 2
@@ -66,18 +68,19 @@ class Liveness:
     time zones. A stale trial is failed with reason `stale` and its params are queued again."""
 
     def __init__(self) -> None:
-        self.unstamped: dict[int, float] = {}  # trial id -> when this worker first saw it unstamped
+        self.unstamped: dict[int, float] = {}  # trial number -> when this worker first saw it unstamped
 
     def fail_stale(self, study: optuna.Study) -> list[int]:
         now, failed = time.time(), []
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = t.system_attrs.get(HEARTBEAT_KEY)
-            age = now - beat if beat is not None else time.monotonic() - self.unstamped.setdefault(t._trial_id, time.monotonic())
+            age = now - beat if beat is not None else time.monotonic() - self.unstamped.setdefault(t.number, time.monotonic())
             if age < STALE_S and not _process_gone(t.user_attrs.get("worker")):
                 continue
+            stored = StoredTrial.of(study, t)  # not ours: Optuna's public API writes only to one's own trials
             try:  # the reason first: a finished trial's attributes are read-only
-                study._storage.set_trial_user_attr(t._trial_id, "reason", "stale")
-                if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                stored.set_user_attr("reason", "stale")
+                if not stored.fail():
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # it finished, or another worker failed it first
@@ -93,22 +96,27 @@ class Liveness:
 class Heartbeat:
     """Stamps the running trial at its start and every HEARTBEAT_S seconds from a daemon thread."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage):
-        self.storage, self.trial_id = storage, None
+    def __init__(self) -> None:
+        self.trial: StoredTrial | None = None
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
-    def start(self, trial: optuna.Trial) -> None:
+    def start(self, study: optuna.Study, trial: optuna.Trial) -> None:
         trial.set_user_attr("worker", _me())
-        self.storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, time.time())
-        self.trial_id = trial._trial_id
+        stored = StoredTrial.of(study, trial)  # system attrs: the dashboard does not list them
+        stored.set_system_attr(HEARTBEAT_KEY, time.time())
+        self.trial = stored
+
+    def finish(self) -> None:
+        """The trial ended: stop stamping it."""
+        self.trial = None
 
     def _run(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            trial_id = self.trial_id
-            if trial_id is not None:
+            trial = self.trial
+            if trial is not None:
                 with contextlib.suppress(Exception):  # a finished trial or a storage hiccup
-                    self.storage.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
+                    trial.set_system_attr(HEARTBEAT_KEY, time.time())
 
     def stop(self) -> None:
         self._stop.set()

@@ -15,7 +15,7 @@ from nas import __version__
 from nas.arch import ArchSpec
 from nas.progress import recipe_brief, trained
 from nas.retrain import retrains
-from nas.study import REJECTED, STUDIES_DIR
+from nas.study import REJECTED, STUDIES_DIR, StoredTrial
 
 COLUMNS = ["name", "trial", "state", "proxy_val_acc", "params", "macs", "retrain_test_acc", "retrain_test_acc_tta",
            "retrain_epochs", "gpu_seconds", "arch", "recipe"]  # fmt: skip
@@ -241,7 +241,7 @@ def write_note(study: optuna.Study) -> bool:
     for name, r in retrains(study).items():
         if name.startswith("trial-"):
             number = int(name.split("-", 1)[1])
-            trial = optuna.Trial(study, trials[number]._trial_id)  # notes live on the study: allowed after the end
+            trial = optuna.Trial(study, StoredTrial.of(study, trials[number]).trial_id)  # notes live on the study
             save_note(trial, f"### Retrained in full\nTest accuracy **{r['retrain_test_acc']:.4f}** (flip-TTA "
                              f"{r['retrain_test_acc_tta']:.4f}) after {r['retrain_epochs']} epochs in "
                              f"{r['retrain_seconds']:.0f} s. Files: study artifacts `{name}-*`.")  # fmt: skip

@@ -31,8 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.count import count_macs, count_params, fit_width
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import Space, load_space
-from nas.study import (REJECTED, counts, default_study_name, make_pruner, make_sampler, open_search_study,
-                       storage_url, undecided)  # fmt: skip
+from nas.study import (REJECTED, StoredTrial, counts, default_study_name, make_pruner, make_sampler,
+                       open_search_study, storage_url, undecided)  # fmt: skip
 
 # Longest wait for a lower-numbered trial to decide whether it trains. Live ones decide in
 # milliseconds and dead ones are failed as stale within STALE_S; this only ends a wait on a queued
@@ -121,7 +121,7 @@ class Worker:
     liveness: Liveness = field(default_factory=Liveness)
 
     def run(self) -> None:
-        heartbeat = Heartbeat(self.study._storage)
+        heartbeat = Heartbeat()
         deadline = time.monotonic() + self.cfg.timeout if self.cfg.timeout else math.inf
         rejected_in_a_row = errors_in_a_row = 0
         try:
@@ -135,20 +135,20 @@ class Worker:
                 try:
                     with signals_deferred():
                         trial = self.study.ask()
-                        heartbeat.start(trial)
+                        heartbeat.start(self.study, trial)
                 except KeyboardInterrupt:  # held during ask(): the new trial must not stay RUNNING
                     if trial is not None:
                         _interrupted(self.study, trial)
                     raise
                 outcome = self._run_trial(trial)
-                heartbeat.trial_id = None
+                heartbeat.finish()
                 if outcome:  # None: another worker judged it stale and ended it; it is not ours to tell
                     with signals_deferred():
                         self.study.tell(trial, outcome[1], state=outcome[0], skip_if_finished=True)
                 self._release_memory()
                 if self.on_trial_end:
                     self.on_trial_end()
-                attrs = self.study._storage.get_trial_user_attrs(trial._trial_id)
+                attrs = StoredTrial.of(self.study, trial).user_attrs()
                 reason = attrs.get("reason")
                 rejected_in_a_row = rejected_in_a_row + 1 if reason in REJECTED else 0
                 errors_in_a_row = errors_in_a_row + 1 if reason == "error" else 0

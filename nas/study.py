@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,3 +187,30 @@ def undecided(t: FrozenTrial) -> bool:
     if t.state == TrialState.WAITING:
         return True
     return t.state == TrialState.RUNNING and not t.user_attrs.get("counted") and "reason" not in t.user_attrs
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """A trial addressed in the storage itself: the one place nas reaches past Optuna's public API
+    (`Study._storage`, `Trial._trial_id`). Needed to fail another worker's stale trial, to stamp a
+    heartbeat from a thread, and to read one told trial's attributes without loading them all."""
+
+    storage: optuna.storages.BaseStorage
+    trial_id: int
+
+    @classmethod
+    def of(cls, study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> StoredTrial:
+        return cls(study._storage, trial._trial_id)
+
+    def user_attrs(self) -> dict[str, Any]:
+        return self.storage.get_trial_user_attrs(self.trial_id)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_system_attr(self.trial_id, key, value)
+
+    def fail(self) -> bool:
+        """FAIL it; False if it had already finished. Raises UpdateFinishedTrialError on some storages."""
+        return self.storage.set_trial_state_values(self.trial_id, state=TrialState.FAIL)
