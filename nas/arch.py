@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nas.errors import ConfigError
+
 BLOCK_TYPES = ("basic", "preact")
 
 
@@ -39,13 +41,13 @@ class ArchSpec:
         channels = _int_tuple("channels", self.channels)
         n = len(blocks)
         if n == 0:
-            raise ValueError("blocks must list at least one stage.")
+            raise ConfigError("blocks must list at least one stage.")
         if len(channels) != n:
-            raise ValueError(f"blocks has {n} stages but channels has {len(channels)}; give one per stage.")
+            raise ConfigError(f"blocks has {n} stages but channels has {len(channels)}; give one per stage.")
         kernel = self.kernel
         kernel = (kernel,) * n if isinstance(kernel, int) and not isinstance(kernel, bool) else _int_tuple("kernel", kernel)
         if len(kernel) != n:
-            raise ValueError(f"kernel lists {len(kernel)} sizes for {n} stages; give one size or one per stage.")
+            raise ConfigError(f"kernel lists {len(kernel)} sizes for {n} stages; give one size or one per stage.")
         stem_channels = channels[0] if self.stem_channels is None else _int("stem_channels", self.stem_channels)
         pool = self.pool
         if isinstance(pool, str) and pool.isdigit():
@@ -64,34 +66,34 @@ class ArchSpec:
 
     def _validate(self) -> None:
         if any(b < 1 for b in self.blocks):
-            raise ValueError(f"every stage needs at least one block, got blocks {list(self.blocks)}.")
+            raise ConfigError(f"every stage needs at least one block, got blocks {list(self.blocks)}.")
         if any(c < 1 for c in self.channels) or self.stem_channels < 1:
-            raise ValueError("channel counts must be positive.")
+            raise ConfigError("channel counts must be positive.")
         for name, k in [("stem_kernel", self.stem_kernel), ("skip_kernel", self.skip_kernel)] + [
             ("kernel", k) for k in self.kernel
         ]:
             if k < 1 or k % 2 == 0:
-                raise ValueError(f"{name} must be a positive odd number (padding k//2 keeps the map size), got {k}.")
+                raise ConfigError(f"{name} must be a positive odd number (padding k//2 keeps the map size), got {k}.")
         if self.block not in BLOCK_TYPES:
-            raise ValueError(f"block must be one of {', '.join(BLOCK_TYPES)}, got {self.block!r}.")
+            raise ConfigError(f"block must be one of {', '.join(BLOCK_TYPES)}, got {self.block!r}.")
         if self.se < 0:
-            raise ValueError(f"se is a reduction ratio (0 = off) and cannot be negative, got {self.se}.")
+            raise ConfigError(f"se is a reduction ratio (0 = off) and cannot be negative, got {self.se}.")
         for name in ("dropout", "drop_path"):
             p = getattr(self, name)
             if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {p}.")
+                raise ConfigError(f"{name} must be in [0, 1), got {p}.")
         if self.classes < 1 or self.in_channels < 1:
-            raise ValueError("classes and in_channels must be positive.")
+            raise ConfigError("classes and in_channels must be positive.")
         if self.image_size < 2 ** (len(self.blocks) - 1) or self.image_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"a {self.image_size}px image is too small for {len(self.blocks)} stages "
                 f"(each stage after the first halves the map; needs at least {2 ** (len(self.blocks) - 1)}px)."
             )
         if self.pool != "global":
             if not isinstance(self.pool, int) or isinstance(self.pool, bool) or self.pool < 1:
-                raise ValueError(f"pool must be 'global' or a positive integer P, got {self.pool!r}.")
+                raise ConfigError(f"pool must be 'global' or a positive integer P, got {self.pool!r}.")
             if self.final_size % self.pool:
-                raise ValueError(
+                raise ConfigError(
                     f"pool {self.pool} does not divide the final {self.final_size}x{self.final_size} feature map."
                 )
 
@@ -124,10 +126,10 @@ class ArchSpec:
     def from_dict(cls, d: dict[str, Any]) -> ArchSpec:
         unknown = sorted(set(d) - ARCH_FIELDS)
         if unknown:
-            raise ValueError(f"unknown architecture key {unknown[0]!r}; known keys: {', '.join(sorted(ARCH_FIELDS))}.")
+            raise ConfigError(f"unknown architecture key {unknown[0]!r}; known keys: {', '.join(sorted(ARCH_FIELDS))}.")
         missing = [k for k in ("blocks", "channels") if k not in d]
         if missing:
-            raise ValueError(f"an architecture needs {' and '.join(missing)}.")
+            raise ConfigError(f"an architecture needs {' and '.join(missing)}.")
         return cls(**d)
 
     def describe(self) -> str:
@@ -161,17 +163,17 @@ def _int(name: str, v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, float) and v.is_integer():
             return int(v)
-        raise ValueError(f"{name} must be an integer, got {v!r}.")
+        raise ConfigError(f"{name} must be an integer, got {v!r}.")
     return v
 
 
 def _float(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"{name} must be a number, got {v!r}.")
+        raise ConfigError(f"{name} must be a number, got {v!r}.")
     return float(v)
 
 
 def _int_tuple(name: str, v: Any) -> tuple[int, ...]:
     if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
-        raise ValueError(f"{name} must be a list of integers, got {v!r}.")
+        raise ConfigError(f"{name} must be a list of integers, got {v!r}.")
     return tuple(_int(name, x) for x in v)

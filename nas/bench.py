@@ -23,6 +23,7 @@ from nas.arch import ArchSpec
 from nas.count import count_macs, count_params
 from nas.data import load_dataset, test_split
 from nas.device import resolve_device
+from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.train import evaluate, fit
 
@@ -67,7 +68,7 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
         torch.cuda.reset_peak_memory_stats(dev)
     run = fit(spec, replace(recipe, epochs=epochs), split, device=dev, compile=compile)
     if run.status != "complete":
-        raise ValueError(f"the speed run ended with status {run.status}: {run.message}")
+        raise NasError(f"the speed run ended with status {run.status}: {run.message}")
     h = run.history
     steady_wall, steady_train, setup, first_extra = epoch_figures(h, run.seconds)
     n, bs = len(split.train_y), min(recipe.batch_size, len(split.train_y))
@@ -101,7 +102,7 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
         t1 = time.perf_counter()
         acc = fit(spec, acc_recipe, split, device=dev, compile=compile)
         if acc.status != "complete":
-            raise ValueError(f"the accuracy run ended with status {acc.status}: {acc.message}")
+            raise NasError(f"the accuracy run ended with status {acc.status}: {acc.message}")
         tta = evaluate(acc.model, ds.test_x, ds.test_y, split.mean, split.std, tta=True)
         out["accuracy_run"] = {
             "epochs": accuracy_epochs,

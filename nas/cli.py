@@ -1,7 +1,8 @@
 """The `nas` command: parsing and printing only; the work happens in the modules it calls.
 
-Every error a user can cause ends in one line on stderr and exit status 2 (130 on Ctrl-C).
-Set NAS_DEBUG=1 to see the traceback instead.
+Every error a user can cause (a `NasError`) ends in one line on stderr and exit status 2 (130 on
+Ctrl-C); set NAS_DEBUG=1 to see where it was raised. Any other exception is a bug and shows its
+traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import Any
 
 from nas import __version__
+from nas.errors import NasError
 
 EXIT_USAGE = 2
 
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
+    except NasError as e:
         if os.environ.get("NAS_DEBUG"):
             raise
         print(f"nas {args.command}: error: {e}", file=sys.stderr)
@@ -127,7 +129,7 @@ def arch_from_flags(args: argparse.Namespace, base: dict[str, Any] | None = None
     if isinstance(d.get("kernel"), list) and len(d["kernel"]) == 1:
         d["kernel"] = d["kernel"][0]
     if "blocks" not in d or "channels" not in d:
-        raise ValueError("give --blocks and --channels (e.g. --blocks 3,5,3 --channels 64,128,256) or --preset NAME.")
+        raise NasError("give --blocks and --channels (e.g. --blocks 3,5,3 --channels 64,128,256) or --preset NAME.")
     return ArchSpec.from_dict(d)
 
 
@@ -184,7 +186,7 @@ def _count_space(args: argparse.Namespace) -> int:
     from nas.space import load_space, survey
 
     if not args.budget:
-        raise ValueError("--space needs --budget (e.g. --budget 5e6).")
+        raise NasError("--space needs --budget (e.g. --budget 5e6).")
     space = load_space(args.space)
     data = {k: getattr(args, k) for k in ("classes", "image_size", "in_channels") if getattr(args, k) is not None}
     s = survey(space, args.budget, args.samples, args.seed, **data)
@@ -234,7 +236,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from nas.space import load_preset
 
     if args.epochs < 1 or args.batch_size < 1 or args.accuracy_run < 0:
-        raise ValueError("--epochs and --batch-size must be positive and --accuracy-run not negative.")
+        raise NasError("--epochs and --batch-size must be positive and --accuracy-run not negative.")
     recipe, base = Recipe(), None
     if args.preset or args.blocks is None:
         _, spec, recipe = load_preset(args.preset or "resnet24")
@@ -286,16 +288,16 @@ def search_devices(gpus: str | None, jobs_per_gpu: int) -> tuple[str, ...]:
     import torch
 
     if jobs_per_gpu < 1:
-        raise ValueError("--jobs-per-gpu must be at least 1.")
+        raise NasError("--jobs-per-gpu must be at least 1.")
     if gpus == "cpu" or (gpus is None and not torch.cuda.is_available()):
         return ("cpu",)
     if not torch.cuda.is_available():
-        raise ValueError(f"--gpus {gpus}: no CUDA device is visible here; use --gpus cpu.")
+        raise NasError(f"--gpus {gpus}: no CUDA device is visible here; use --gpus cpu.")
     count = torch.cuda.device_count()
     ids = list(range(count)) if gpus is None else int_list(gpus)
     bad = [i for i in ids if not 0 <= i < count]
     if bad:
-        raise ValueError(f"--gpus {gpus}: GPU {bad[0]} does not exist (this machine has {count}).")
+        raise NasError(f"--gpus {gpus}: GPU {bad[0]} does not exist (this machine has {count}).")
     return tuple(f"cuda:{i}" for i in ids for _ in range(jobs_per_gpu))
 
 
@@ -389,13 +391,13 @@ def run_retrain(args: argparse.Namespace) -> int:
     from nas.study import load_study
 
     if args.epochs is not None and args.epochs < 1:
-        raise ValueError("--epochs must be at least 1.")
+        raise NasError("--epochs must be at least 1.")
     study = load_study(args.storage, args.study)
     if args.trial is not None:
         rt.find_trial(study, args.trial)  # an unknown trial fails before any data is loaded
     dataset = args.dataset or study.user_attrs.get("dataset")
     if not dataset:
-        raise ValueError(f"study {study.study_name!r} records no dataset; pass --dataset.")
+        raise NasError(f"study {study.study_name!r} records no dataset; pass --dataset.")
     data = load_dataset(dataset, args.data_dir)
     if args.preset:
         targets = [rt.preset_target(args.preset, data.shape)]
@@ -403,7 +405,7 @@ def run_retrain(args: argparse.Namespace) -> int:
         numbers = [args.trial] if args.trial is not None else rt.best_trials(study, args.top)
         targets = [rt.trial_target(study, n, data.shape) for n in numbers]
     if args.out and len(targets) > 1:
-        raise ValueError("--out names one folder; use it with --trial or --preset, not --top.")
+        raise NasError("--out names one folder; use it with --trial or --preset, not --top.")
     for target in targets:
         rt.retrain(study, target, data, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None,
                    resume=args.resume, device=args.device, compile=args.compile)  # fmt: skip
@@ -481,7 +483,7 @@ def run_predict(args: argparse.Namespace) -> int:
         find_trial(study, args.trial)
         done = retrains(study).get(f"trial-{args.trial}")
         if not done:
-            raise ValueError(f"trial {args.trial} has not been retrained; run: nas retrain --trial {args.trial}")
+            raise NasError(f"trial {args.trial} has not been retrained; run: nas retrain --trial {args.trial}")
         model = Path(done["dir"]) / "model.pt"
     n = predict_folder(model, Path(args.images), Path(args.out), tta=args.tta, device=args.device)
     print(f"wrote {n} predictions to {args.out}")

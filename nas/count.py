@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from nas.arch import ArchSpec, round_width
+from nas.errors import ConfigError
 
 
 def count_params(spec: ArchSpec) -> int:
@@ -90,7 +91,7 @@ def fit_width(spec: ArchSpec, budget: int) -> ArchSpec:
 
     smallest = scaled(0.0)
     if count_params(smallest) > budget:
-        raise ValueError(
+        raise ConfigError(
             f"even at width 8 everywhere this architecture has {count_params(smallest):,} parameters, "
             f"over the budget of {budget:,}."
         )

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from nas.errors import NasError
+
 DEFAULT_DATA_DIR = Path(os.environ.get("NAS_DATA_DIR", Path.home() / ".cache" / "nas"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CACHE_VERSION = 1
@@ -75,7 +77,7 @@ def image_shape(x: torch.Tensor, classes: list[str]) -> dict[str, int]:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Dataset:
-    """Raises ValueError with one clear sentence when the dataset cannot be had."""
+    """Raises NasError with one clear sentence when the dataset cannot be had."""
     data_dir = Path(data_dir).expanduser() if data_dir else DEFAULT_DATA_DIR
     if name in ("cifar10", "cifar100"):
         ds = _cifar(name, data_dir)
@@ -84,10 +86,10 @@ def load_dataset(name: str, data_dir: str | Path | None = None, image_size: int 
     elif name == "synthetic" or name.startswith("synthetic:"):
         n = name.split(":", 1)[1] if ":" in name else "1000"
         if not n.isdigit() or int(n) < 20:
-            raise ValueError(f"synthetic:N needs an integer N >= 20 (training images), got {n!r}.")
+            raise NasError(f"synthetic:N needs an integer N >= 20 (training images), got {n!r}.")
         ds = synthetic(int(n))
     else:
-        raise ValueError(f"unknown dataset {name!r}; use cifar10, cifar100, imagefolder:PATH or synthetic[:N].")
+        raise NasError(f"unknown dataset {name!r}; use cifar10, cifar100, imagefolder:PATH or synthetic[:N].")
     if image_size and ds.image_size != image_size and not name.startswith("imagefolder:"):
         ds = replace(ds, train_x=_resize(ds.train_x, image_size), test_x=_resize(ds.test_x, image_size))
     return ds
@@ -109,7 +111,7 @@ def _cifar(name: str, data_dir: Path) -> Dataset:
             try:
                 ds = cls(root=str(data_dir), train=train, download=True)
             except Exception as e:  # no network, a proxy, a full disk: say where the files go
-                raise ValueError(
+                raise NasError(
                     f"{name} is not under {data_dir} and could not be downloaded ({type(e).__name__}: {e}). "
                     f"Put {cls.filename} (from {cls.url}) or its extracted folder {cls.base_folder}/ "
                     f"in {data_dir}, or pass --data-dir DIR where they are."
@@ -124,13 +126,13 @@ def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     splits = {s: root / s for s in ("train", "test")}
     for d in splits.values():
         if not d.is_dir():
-            raise ValueError(f"imagefolder:{root} needs {d}/<class>/<image> folders; {d} is missing.")
+            raise NasError(f"imagefolder:{root} needs {d}/<class>/<image> folders; {d} is missing.")
     classes = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
     test_classes = sorted(p.name for p in splits["test"].iterdir() if p.is_dir())
     if not classes:
-        raise ValueError(f"{splits['train']} has no class folders.")
+        raise NasError(f"{splits['train']} has no class folders.")
     if test_classes != classes:
-        raise ValueError(f"{root}: train and test have different class folders.")
+        raise NasError(f"{root}: train and test have different class folders.")
     files, stamps = {}, []
     for s, d in splits.items():
         files[s] = []
@@ -148,10 +150,10 @@ def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     tensors = []
     for s in ("train", "test"):
         if not files[s]:
-            raise ValueError(f"{splits[s]} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            raise NasError(f"{splits[s]} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         tensors += [decode_images([f for f, _ in files[s]], image_size), torch.tensor([i for _, i in files[s]])]
     if tensors[0].shape[1:] != tensors[2].shape[1:]:
-        raise ValueError(f"{root}: train and test images differ in size; pass --image-size N to resize both.")
+        raise NasError(f"{root}: train and test images differ in size; pass --image-size N to resize both.")
     out = Dataset(f"imagefolder:{root}", *tensors, classes=classes)
     _write_cache(cache, out, fingerprint)
     return out
@@ -170,7 +172,7 @@ def decode_images(paths: list[str], image_size: int | None) -> torch.Tensor:
             with Image.open(p) as im:
                 img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         except (OSError, UnidentifiedImageError) as e:
-            raise ValueError(f"cannot decode image {p}: {e}") from None
+            raise NasError(f"cannot decode image {p}: {e}") from None
         return _resize(img[None], image_size)[0] if image_size and img.shape[-2:] != (image_size,) * 2 else img.contiguous()
 
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:  # decoders release the GIL
@@ -178,7 +180,7 @@ def decode_images(paths: list[str], image_size: int | None) -> torch.Tensor:
     shapes = {tuple(i.shape) for i in images}
     if len(shapes) > 1:
         a, b = sorted(shapes)[:2]
-        raise ValueError(f"images differ in size ({a[1]}x{a[2]} and {b[1]}x{b[2]}); pass --image-size N to resize them.")
+        raise NasError(f"images differ in size ({a[1]}x{a[2]} and {b[1]}x{b[2]}); pass --image-size N to resize them.")
     return torch.stack(images)
 
 
@@ -253,9 +255,9 @@ def validation_split(ds: Dataset, val_size: int | None = None, seed: int = 0, su
     n = len(ds.train_y)
     val_size = n // 10 if val_size is None else val_size
     if not 0 < val_size < n:
-        raise ValueError(f"validation size must be between 1 and {n - 1}, got {val_size}.")
+        raise NasError(f"validation size must be between 1 and {n - 1}, got {val_size}.")
     if not 0.0 < subset <= 1.0:
-        raise ValueError(f"proxy subset is a fraction in (0, 1], got {subset}.")
+        raise NasError(f"proxy subset is a fraction in (0, 1], got {subset}.")
     g = torch.Generator().manual_seed(seed)
     val = _stratified(ds.train_y, val_size, g)
     rest = torch.ones(n, dtype=torch.bool)

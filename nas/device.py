@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from nas.errors import NasError
+
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """`name` as an indexed torch.device; None picks the current GPU when there is one, else the CPU."""
@@ -17,13 +19,13 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}; use cpu, cuda or cuda:N.") from None
+        raise NasError(f"unknown device {name!r}; use cpu, cuda or cuda:N.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name}: no CUDA device is visible here; use cpu.")
+            raise NasError(f"device {name}: no CUDA device is visible here; use cpu.")
         index = torch.cuda.current_device() if device.index is None else device.index
         if not 0 <= index < torch.cuda.device_count():
-            raise ValueError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s).")
+            raise NasError(f"device {name}: this machine has {torch.cuda.device_count()} GPU(s).")
         device = torch.device("cuda", index)
     return device
 

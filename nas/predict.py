@@ -11,6 +11,7 @@ import torch
 from nas.arch import ArchSpec, build_model
 from nas.data import IMAGE_SUFFIXES, decode_images
 from nas.device import memory_format, resolve_device
+from nas.errors import NasError
 
 
 def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -18,9 +19,9 @@ def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"no model at {path}.") from None
+        raise NasError(f"no model at {path}.") from None
     except Exception as e:
-        raise ValueError(f"cannot read model {path}: {e}") from None
+        raise NasError(f"cannot read model {path}: {e}") from None
     model = build_model(ArchSpec.from_dict(saved["spec"])).to(device, memory_format=memory_format(device))
     model.load_state_dict(saved["model"])
     return model.eval(), saved
@@ -33,14 +34,14 @@ def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = Fal
     dev = resolve_device(device)
     model, saved = load_model(model_path, dev)
     if not images.is_dir():
-        raise ValueError(f"{images} is not a folder of images.")
+        raise NasError(f"{images} is not a folder of images.")
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise ValueError(f"{images} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise NasError(f"{images} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     stems = [p.stem for p in files]
     if len(set(stems)) != len(stems):
         twice = sorted({s for s in stems if stems.count(s) > 1})[0]
-        raise ValueError(f"two images are named {twice!r}: the CSV's ID (the file stem) would be ambiguous.")
+        raise NasError(f"two images are named {twice!r}: the CSV's ID (the file stem) would be ambiguous.")
     size = saved["spec"]["image_size"]
     classes = saved["classes"]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from nas.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad", "asgd", "rmsprop")
 MOMENTUM_OPTIMIZERS = ("sgd", "sgd-nesterov", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "cosine-restarts", "warmup-cosine", "onecycle")
@@ -52,17 +54,17 @@ class Recipe:
             kind = _KINDS[f.name]
             if kind is bool:
                 if not isinstance(v, bool):
-                    raise ValueError(f"recipe {f.name} must be true or false, got {v!r}.")
+                    raise ConfigError(f"recipe {f.name} must be true or false, got {v!r}.")
             elif kind is int:
                 if isinstance(v, bool) or not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())):
-                    raise ValueError(f"recipe {f.name} must be an integer, got {v!r}.")
+                    raise ConfigError(f"recipe {f.name} must be an integer, got {v!r}.")
                 object.__setattr__(self, f.name, int(v))
             elif kind is float:
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-                    raise ValueError(f"recipe {f.name} must be a number, got {v!r}.")
+                    raise ConfigError(f"recipe {f.name} must be a number, got {v!r}.")
                 object.__setattr__(self, f.name, float(v))
             elif not isinstance(v, str):
-                raise ValueError(f"recipe {f.name} must be a string, got {v!r}.")
+                raise ConfigError(f"recipe {f.name} must be a string, got {v!r}.")
         for name, allowed in [
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
@@ -70,23 +72,23 @@ class Recipe:
             ("precision", PRECISIONS),
         ]:
             if getattr(self, name) not in allowed:
-                raise ValueError(f"recipe {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
+                raise ConfigError(f"recipe {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}.")
         positive = ["lr", "epochs", "batch_size", "step_every", "restart_every", "cutout_holes"]
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ValueError(f"recipe {name} must be positive, got {getattr(self, name)}.")
+                raise ConfigError(f"recipe {name} must be positive, got {getattr(self, name)}.")
         non_negative = ["weight_decay", "grad_clip", "warmup_epochs", "crop_padding", "cutout", "rotation", "mixup", "cutmix"]
         for name in non_negative:
             if getattr(self, name) < 0:
-                raise ValueError(f"recipe {name} cannot be negative, got {getattr(self, name)}.")
+                raise ConfigError(f"recipe {name} cannot be negative, got {getattr(self, name)}.")
         if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"recipe momentum must be in [0, 1), got {self.momentum}.")
+            raise ConfigError(f"recipe momentum must be in [0, 1), got {self.momentum}.")
         if self.optimizer == "sgd-nesterov" and self.momentum == 0:
-            raise ValueError("recipe sgd-nesterov needs a momentum above 0.")
+            raise ConfigError("recipe sgd-nesterov needs a momentum above 0.")
         if not 0.0 < self.gamma <= 1.0 or not 0.0 < self.restart_decay <= 1.0:
-            raise ValueError("recipe gamma and restart_decay are decay factors in (0, 1].")
+            raise ConfigError("recipe gamma and restart_decay are decay factors in (0, 1].")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"recipe label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+            raise ConfigError(f"recipe label_smoothing must be in [0, 1), got {self.label_smoothing}.")
 
     def compressed(self, epochs: int) -> Recipe:
         """The same recipe over `epochs` epochs: every epoch-valued schedule field scales alike."""
@@ -106,7 +108,7 @@ class Recipe:
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
         unknown = sorted(set(d) - RECIPE_FIELDS)
         if unknown:
-            raise ValueError(f"unknown recipe key {unknown[0]!r}; known keys: {', '.join(sorted(RECIPE_FIELDS))}.")
+            raise ConfigError(f"unknown recipe key {unknown[0]!r}; known keys: {', '.join(sorted(RECIPE_FIELDS))}.")
         return cls(**d)
 
 

@@ -22,9 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.arch import ArchSpec
 from nas.count import count_macs, count_params, fit_width
+from nas.errors import NasError
 from nas.recipe import Recipe
-from nas.study import REJECTED, STUDIES_DIR
 from nas.space import load_preset, parse_space
+from nas.study import REJECTED, STUDIES_DIR
 
 CHECKPOINT_EVERY = 5
 OUTPUTS = ("model.pt", "history.csv", "metrics.json", "curves.html")
@@ -41,7 +42,7 @@ class Target:
 def find_trial(study: optuna.Study, number: int) -> FrozenTrial:
     trials = study.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
-        raise ValueError(f"study {study.study_name!r} has no trial {number} (its trials are 0-{len(trials) - 1}).")
+        raise NasError(f"study {study.study_name!r} has no trial {number} (its trials are 0-{len(trials) - 1}).")
     return trials[number]
 
 
@@ -51,14 +52,14 @@ def trial_target(study: optuna.Study, number: int, shape: dict[str, int]) -> Tar
     trial = find_trial(study, number)
     reason = trial.user_attrs.get("reason")
     if reason in REJECTED or "arch" not in trial.user_attrs:
-        raise ValueError(f"trial {number} was never trained ({reason or trial.state.name}); pick a trained trial.")
+        raise NasError(f"trial {number} was never trained ({reason or trial.state.name}); pick a trained trial.")
     attrs = study.user_attrs
     space = parse_space(attrs["space"], Path(attrs.get("space_path", "space.yaml")))
     spec, recipe = space.from_params(trial.params, **shape)
     if attrs.get("fill_budget"):
         spec = fit_width(spec, attrs["budget"])
     if spec.to_dict() != trial.user_attrs["arch"] or recipe.to_dict() != trial.user_attrs["recipe"]:
-        raise ValueError(f"trial {number}'s params no longer rebuild what it trained (was the study made by "
+        raise NasError(f"trial {number}'s params no longer rebuild what it trained (was the study made by "
                          f"another version of nas, or on other data?).")  # fmt: skip
     return Target(f"trial-{number}", spec, recipe, trial)
 
@@ -71,7 +72,7 @@ def preset_target(name: str, shape: dict[str, int]) -> Target:
 def best_trials(study: optuna.Study, k: int) -> list[int]:
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not complete:
-        raise ValueError(f"study {study.study_name!r} has no completed trial yet.")
+        raise NasError(f"study {study.study_name!r} has no completed trial yet.")
     return [t.number for t in sorted(complete, key=lambda t: -t.value)[:k]]
 
 
@@ -107,7 +108,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
                  checkpoint_every=CHECKPOINT_EVERY, resume=resume, compile=compile)  # fmt: skip
     seconds = time.perf_counter() - start
     if result.status != "complete":
-        raise ValueError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
+        raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
     tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True)
     metrics = {
         "retrain_test_acc": result.final["val_acc"],

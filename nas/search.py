@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.count import count_macs, count_params, fit_width
+from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import Space, load_space
 from nas.study import (REJECTED, StoredTrial, counts, default_study_name, make_pruner, make_sampler,
@@ -155,12 +156,12 @@ class Worker:
                 if reason == "trial_limit":
                     return
                 if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
-                    raise ValueError(
+                    raise NasError(
                         f"the sampler proposed {rejected_in_a_row} configurations in a row that were over the "
                         f"budget, invalid or (with --fill-budget) too small to fill it; narrow the space."
                     )
                 if errors_in_a_row >= MAX_ERRORS_IN_A_ROW:
-                    raise ValueError(f"{errors_in_a_row} trials in a row failed with an error on {self.device} "
+                    raise NasError(f"{errors_in_a_row} trials in a row failed with an error on {self.device} "
                                      f"(last: {attrs.get('error')}); see the log above.")  # fmt: skip
         finally:
             heartbeat.stop()
@@ -203,7 +204,7 @@ class Worker:
             spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data.shape)
             if cfg.fill_budget:
                 spec = fit_width(spec, cfg.budget)
-        except ValueError as e:  # an impossible combination (say, a pool that does not divide the map)
+        except NasError as e:  # an impossible combination (say, a pool that does not divide the map)
             trial.set_constraint("budget", 1.0)
             trial.set_user_attr("reason", "invalid")
             trial.set_user_attr("error", str(e))
@@ -268,13 +269,13 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
 
     space = load_space(cfg.space)
     if cfg.trials < 1:
-        raise ValueError("--trials must be at least 1.")
+        raise NasError("--trials must be at least 1.")
     if cfg.proxy_epochs < 1:
-        raise ValueError("--proxy-epochs must be at least 1.")
+        raise NasError("--proxy-epochs must be at least 1.")
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     smallest = space.smallest(**ds.shape)
     if count_params(smallest) > cfg.budget:
-        raise ValueError(
+        raise NasError(
             f"no configuration of {space.path} fits a budget of {cfg.budget:,} parameters: the smallest "
             f"({smallest.describe()}) has {count_params(smallest):,}."
         )
@@ -304,7 +305,7 @@ def _worker_process(cfg: SearchConfig, device: str) -> None:
         run_worker(cfg, device)
     except KeyboardInterrupt:
         pass
-    except ValueError as e:
+    except NasError as e:
         print(f"nas search worker on {device}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -344,4 +345,4 @@ def _run_processes(cfg: SearchConfig, study: optuna.Study, progress: Any) -> Non
         raise
     bad = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if bad:
-        raise ValueError(f"{len(bad)} of {len(procs)} workers exited with an error (exit codes {bad}); see their output above.")
+        raise NasError(f"{len(bad)} of {len(procs)} workers exited with an error (exit codes {bad}); see their output above.")

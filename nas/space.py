@@ -31,6 +31,7 @@ from typing import Any, Union
 import yaml
 
 from nas.arch import ArchSpec, round_width
+from nas.errors import NasError
 from nas.recipe import OPTIMIZERS, Recipe, field_used
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -101,7 +102,7 @@ Param = Union[Choice, Range]
 Pick = Callable[[str, Param], Any]  # (trial-param name, distribution) -> value
 
 
-class SpaceError(ValueError):
+class SpaceError(NasError):
     """A space or preset file that cannot be used; the message names the file and the key."""
 
 
@@ -118,7 +119,7 @@ class Space:
 
     def decode(self, pick: Pick, classes: int = 10, image_size: int = 32, in_channels: int = 3) -> tuple[ArchSpec, Recipe]:
         """The (ArchSpec, Recipe) for the values `pick` chooses. `pick` is called once per trial
-        param, in a fixed order, only for params this configuration uses. Raises ValueError when
+        param, in a fixed order, only for params this configuration uses. Raises NasError when
         the chosen values make an impossible spec (say, a pool that does not divide the map)."""
 
         def get(key: str, name: str | None = None, entry: Any = None) -> Any:
@@ -133,7 +134,7 @@ class Space:
                 entry = a[key]
                 if isinstance(entry, list):
                     if len(entry) < n:
-                        raise ValueError(f"{key} lists {len(entry)} stages but the space allows {n}.")
+                        raise SpaceError(f"{key} lists {len(entry)} stages but the space allows {n}.")
                     spec[key] = entry[:n]
                 else:
                     spec[key] = [get(key, f"{key}_{i}", entry) for i in range(n)]
@@ -176,7 +177,7 @@ class Space:
             pick = lambda name, p: fixed.get(name, p.lowest())  # noqa: E731
             try:
                 spec, _ = self.decode(pick, **data)
-            except ValueError:
+            except NasError:
                 continue
             if best is None or count_params(spec) < count_params(best):
                 best = spec
@@ -248,7 +249,7 @@ def load_preset(name_or_path: str | Path) -> tuple[str, ArchSpec, Recipe]:
     arch_raw, recipe_raw = _sections(path, doc)
     try:
         return path.stem, ArchSpec.from_dict(arch_raw), Recipe.from_dict(recipe_raw)
-    except (ValueError, TypeError) as e:
+    except NasError as e:
         raise SpaceError(f"{path}: {e}") from None
 
 
@@ -377,7 +378,7 @@ def _check_values(where: str, key: str, entry: Any, probe: Callable[[str, Any], 
     for v in values:
         try:
             probe(key, v)
-        except ValueError as e:
+        except NasError as e:
             raise SpaceError(f"{where}: {v!r}: {e}") from None
 
 
@@ -385,11 +386,11 @@ def _arch_probe(key: str, v: Any) -> None:
     if key in ("stem_kernel", "kernel", "skip_kernel", "block", "se", "dropout", "drop_path"):
         ArchSpec(blocks=(1,), channels=(8,), **{key: v})
     elif key in ("stages", "blocks", "width", "channels", "stem_channels") and v < 1:
-        raise ValueError(f"{key} must be at least 1.")
+        raise SpaceError(f"{key} must be at least 1.")
     elif key == "growth" and v <= 0:
-        raise ValueError("growth must be positive.")
+        raise SpaceError("growth must be positive.")
     elif key == "pool" and v != "global" and v < 1:
-        raise ValueError("pool must be 'global' or a positive integer.")
+        raise SpaceError("pool must be 'global' or a positive integer.")
 
 
 def _recipe_probe(key: str, v: Any) -> None:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.errors import NasError
+
 if TYPE_CHECKING:
     from nas.space import Space
 
@@ -61,7 +63,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
-        raise ValueError(f"storage {url!r} is neither a database URL (sqlite:///..., postgresql://...) nor a journal file.")
+        raise NasError(f"storage {url!r} is neither a database URL (sqlite:///..., postgresql://...) nor a journal file.")
     if url.startswith("sqlite:///"):
         _check_folder(url, Path(url.removeprefix("sqlite:///")))
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
@@ -69,7 +71,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
         except ModuleNotFoundError as e:
-            raise ValueError(f"storage {url}: the database driver is not installed ({e.name}); pip install it.") from None
+            raise NasError(f"storage {url}: the database driver is not installed ({e.name}); pip install it.") from None
         except Exception as e:  # sqlalchemy's ArgumentError, OperationalError, NoSuchModuleError...
             text = str(e).strip()
             # Workers started together on a new database race to create its tables: the loser sees
@@ -77,7 +79,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             if attempt < 4 and ("alembic_version" in text or "already exists" in text):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise ValueError(f"cannot open storage {url}: {text.splitlines()[0] if text else type(e).__name__}") from None
+            raise NasError(f"cannot open storage {url}: {text.splitlines()[0] if text else type(e).__name__}") from None
     raise AssertionError("unreachable")
 
 
@@ -86,7 +88,7 @@ def _check_folder(url: str, path: Path) -> None:
     if path.parent == STUDIES_DIR:
         path.parent.mkdir(exist_ok=True)
     elif not path.parent.is_dir():
-        raise ValueError(f"storage {url}: folder {path.parent} does not exist.")
+        raise NasError(f"storage {url}: folder {path.parent} does not exist.")
 
 
 def load_study(storage: str | None, study: str | None) -> optuna.Study:
@@ -95,19 +97,19 @@ def load_study(storage: str | None, study: str | None) -> optuna.Study:
     if study is None and storage is None:
         dbs = sorted(STUDIES_DIR.glob("*.db"), key=lambda p: p.stat().st_mtime)
         if not dbs:
-            raise ValueError(f"no study found: {STUDIES_DIR}/ holds no .db file; run nas search first or pass --study/--storage.")
+            raise NasError(f"no study found: {STUDIES_DIR}/ holds no .db file; run nas search first or pass --study/--storage.")
         storage = f"sqlite:///{dbs[-1]}"
     url = storage_url(storage, study or "")
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise ValueError(f"no study {study!r}: {url.removeprefix('sqlite:///')} does not exist.")
+        raise NasError(f"no study {study!r}: {url.removeprefix('sqlite:///')} does not exist.")
     store = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if study is None:
         if len(names) != 1:
-            raise ValueError(f"{url} holds {len(names)} studies ({', '.join(names)}); pass --study NAME.")
+            raise NasError(f"{url} holds {len(names)} studies ({', '.join(names)}); pass --study NAME.")
         study = names[0]
     if study not in names:
-        raise ValueError(f"no study {study!r} in {url} (it holds: {', '.join(names) or 'none'}).")
+        raise NasError(f"no study {study!r} in {url} (it holds: {', '.join(names) or 'none'}).")
     return optuna.load_study(study_name=study, storage=store)
 
 
@@ -124,7 +126,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         import importlib.util
 
         if importlib.util.find_spec("scipy") is None:  # Optuna's GP fits its kernel with scipy
-            raise ValueError("--sampler gp needs scipy: pip install -e '.[gp]' (or pip install scipy).")
+            raise NasError("--sampler gp needs scipy: pip install -e '.[gp]' (or pip install scipy).")
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
@@ -158,7 +160,7 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
         for key in STUDY_IDENTITY:
             if stored.get(key) != identity[key]:
                 shown = lambda v: "the file's content" if key == "space" else repr(v)  # noqa: E731
-                raise ValueError(
+                raise NasError(
                     f"study {name!r} was made with {key} {shown(stored.get(key))}, not {shown(identity[key])}; "
                     f"pass another --study to start a new one."
                 )

@@ -24,6 +24,7 @@ from nas.arch import ArchSpec, build_model
 from nas.augment import TrainBatches, prepare
 from nas.data import Split
 from nas.device import memory_format, resolve_device
+from nas.errors import NasError
 from nas.recipe import Recipe
 
 CHECKPOINT_VERSION = 1
@@ -130,7 +131,7 @@ def fit(
         data = data.to(device)
     have = data.shape
     if {k: getattr(spec, k) for k in have} != have:
-        raise ValueError(
+        raise NasError(
             f"the architecture expects {spec.classes} classes of {spec.in_channels}x{spec.image_size}px images; "
             f"the data has {have['classes']} classes of {have['in_channels']}x{have['image_size']}px."
         )
@@ -295,11 +296,11 @@ def _restore(path: Path, spec, recipe, model, optimizer, batches, device) -> lis
         # states must be CPU tensors (a CUDA generator's set_state refuses anything else).
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+        raise NasError(f"cannot read checkpoint {path}: {e}") from None
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path} is from another version of nas; start without --resume.")
+        raise NasError(f"checkpoint {path} is from another version of nas; start without --resume.")
     if state["spec"] != spec.to_dict() or state["recipe"] != recipe.to_dict():
-        raise ValueError(f"checkpoint {path} was written for another architecture or recipe; start without --resume.")
+        raise NasError(f"checkpoint {path} was written for another architecture or recipe; start without --resume.")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     batches.load_state_dict(state["batches"])

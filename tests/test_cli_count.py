@@ -74,3 +74,28 @@ def test_parse_count_rejects_nonsense(text):
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_count(text)
+
+
+def test_a_bug_is_not_mistaken_for_a_user_error(capsys, monkeypatch):
+    """Only NasError is a user's mistake (one line, exit 2); any other exception is a bug and
+    must reach the user with its traceback, ValueError included."""
+    import nas.count
+
+    def broken(spec):
+        raise ValueError("a bug inside the counter")
+
+    monkeypatch.setattr(nas.count, "count_params", broken)
+    with pytest.raises(ValueError, match="a bug inside the counter"):
+        main(["count", "--blocks", "1", "--channels", "8"])
+
+
+def test_user_errors_are_nas_errors():
+    from nas.arch import ArchSpec
+    from nas.errors import ConfigError, NasError
+    from nas.space import SpaceError, load_space
+
+    with pytest.raises(ConfigError):
+        ArchSpec(blocks=[1], channels=[8], kernel=2)
+    with pytest.raises(SpaceError) as e:
+        load_space("no-such-space")
+    assert isinstance(e.value, NasError)
