@@ -2,10 +2,12 @@
 
 CLI flags, search-space YAML, Optuna trial params, presets and checkpoints all speak these field
 names. Nothing here imports torch, so the closed-form counter (`nas.count`) and the space sampler
-stay fast; `build_model` imports the torch modules (`nas.model`) only when a model is wanted.
+stay fast; `nas.model.build_model` turns a spec into a module.
 
 The network: stem conv (F0 x F0, stride 1) -> N stages of B_i residual blocks (stage 0 stride 1,
 every later stage starts with stride 2) -> pool (global, or P x P average with stride P) -> linear.
+The block families are registered in `nas.blocks`; a field only some blocks read (`expansion`)
+is None for the others and left out of `to_dict`, so the dicts of older specs are unchanged.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nas.blocks import BLOCK_FIELDS, BLOCKS
 from nas.errors import ConfigError
-
-BLOCK_TYPES = ("basic", "preact")
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,8 @@ class ArchSpec:
         ]:
             if k < 1 or k % 2 == 0:
                 raise ConfigError(f"{name} must be a positive odd number (padding k//2 keeps the map size), got {k}.")
-        if self.block not in BLOCK_TYPES:
-            raise ConfigError(f"block must be one of {', '.join(BLOCK_TYPES)}, got {self.block!r}.")
+        if self.block not in BLOCKS:
+            raise ConfigError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}.")
         if self.se < 0:
             raise ConfigError(f"se is a reduction ratio (0 = off) and cannot be negative, got {self.se}.")
         for name in ("dropout", "drop_path"):
@@ -120,6 +121,8 @@ class ArchSpec:
         d["blocks"], d["channels"] = list(self.blocks), list(self.channels)
         k = self.kernel
         d["kernel"] = k[0] if len(set(k)) == 1 else list(k)
+        for name in BLOCK_FIELDS - set(BLOCKS[self.block].fields):
+            del d[name]  # None: this block does not read it
         return d
 
     @classmethod
@@ -150,13 +153,6 @@ ARCH_FIELDS = frozenset(f.name for f in fields(ArchSpec))
 def round_width(x: float) -> int:
     """A width rounded to a multiple of 8 (at least 8): tensor-core friendly channel counts."""
     return max(8, int(x / 8 + 0.5) * 8)  # half up: 36 -> 40, not Python's banker's 32
-
-
-def build_model(spec: ArchSpec):
-    """The `torch.nn.Module` that `spec` describes (see `nas.model`)."""
-    from nas.model import ResNet
-
-    return ResNet(spec)
 
 
 def _int(name: str, v: Any) -> int:

@@ -1,5 +1,9 @@
-"""The torch modules an `ArchSpec` describes. `nas.count` mirrors this file in closed form: change
-both together (tests/test_count.py proves them equal on hundreds of random specs)."""
+"""The torch modules an `ArchSpec` describes, and `build_model`.
+
+Each block family's module is registered in BLOCK_MODULES under the name its torch-free entry has
+in `nas.blocks`, whose closed-form terms mirror the module: change both together
+(tests/test_count.py proves them equal on hundreds of random specs of every block). A block module
+is built as `Module(spec, cin, cout, kernel, stride, drop_path)`."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import ArchSpec
+from nas.blocks import BLOCKS
 
 
 def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -42,45 +47,68 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
-class Block(nn.Module):
-    """`basic`: conv-BN-ReLU-conv-BN (+SE), add skip, ReLU (kuangliu/pytorch-cifar's BasicBlock).
-    `preact`: BN-ReLU-conv-BN-ReLU-conv (+SE), add skip (He et al. 2016, identity mappings); its skip
-    conv sees the pre-activated input. The skip is a KxK conv + BN when the shape changes."""
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN (+SE), add skip, ReLU (kuangliu/pytorch-cifar's BasicBlock). The skip is
+    a KxK conv + BN where the shape changes."""
 
     def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int, stride: int, drop_path: float):
         super().__init__()
-        self.preact = spec.block == "preact"
-        self.bn1 = nn.BatchNorm2d(cin if self.preact else cout)
+        self.conv1 = conv(cin, cout, kernel, stride)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
+        self.conv2 = conv(cout, cout, kernel)
+        self.bn2 = nn.BatchNorm2d(cout)
+        nn.init.zeros_(self.bn2.weight)  # each residual branch starts as identity: faster early training
+        self.se = SqueezeExcite(cout, spec.se) if spec.se else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+        self.skip = projection(spec, cin, cout, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(self.dropout(out)))
+        return F.relu(self.skip(x) + self.drop_path(self.se(out)))
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv-BN-ReLU-conv (+SE), add skip (He et al. 2016, identity mappings); its skip conv
+    sees the pre-activated input."""
+
+    def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int, stride: int, drop_path: float):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
         self.conv1 = conv(cin, cout, kernel, stride)
         self.bn2 = nn.BatchNorm2d(cout)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
         self.conv2 = conv(cout, cout, kernel)
         self.se = SqueezeExcite(cout, spec.se) if spec.se else nn.Identity()
         self.drop_path = DropPath(drop_path)
-        self.skip = (
-            nn.Sequential(conv(cin, cout, spec.skip_kernel, stride), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-        if not self.preact:
-            nn.init.zeros_(self.bn2.weight)  # each residual branch starts as identity: faster early training
+        self.skip = projection(spec, cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preact:
-            x = F.relu(self.bn1(x))
-            out = self.conv1(x)
-            out = self.conv2(self.dropout(F.relu(self.bn2(out))))
-            return self.skip(x) + self.drop_path(self.se(out))
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(self.dropout(out)))
-        return F.relu(self.skip(x) + self.drop_path(self.se(out)))
+        x = F.relu(self.bn1(x))
+        out = self.conv2(self.dropout(F.relu(self.bn2(self.conv1(x)))))
+        return self.skip(x) + self.drop_path(self.se(out))
+
+
+def projection(spec: ArchSpec, cin: int, cout: int, stride: int) -> nn.Module:
+    """The skip path: identity, or a skip_kernel conv + BN where the shape changes."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(conv(cin, cout, spec.skip_kernel, stride), nn.BatchNorm2d(cout))
+
+
+BLOCK_MODULES: dict[str, type[nn.Module]] = {
+    "basic": BasicBlock,
+    "preact": PreActBlock,
+}
 
 
 class ResNet(nn.Module):
     def __init__(self, spec: ArchSpec):
         super().__init__()
         self.spec = spec
-        preact = spec.block == "preact"
+        preact = BLOCKS[spec.block].preact
+        block = BLOCK_MODULES[spec.block]
         self.stem = nn.Sequential(conv(spec.in_channels, spec.stem_channels, spec.stem_kernel))
         if not preact:  # a pre-activation network normalises at the start of each block instead
             self.stem.append(nn.BatchNorm2d(spec.stem_channels))
@@ -91,7 +119,7 @@ class ResNet(nn.Module):
         for stage, (n, cout, k) in enumerate(zip(spec.blocks, spec.channels, spec.kernel)):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(Block(spec, cin, cout, k, stride, rates[len(blocks)]))
+                blocks.append(block(spec, cin, cout, k, stride, rates[len(blocks)]))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
         # The last pre-activation block's sum is un-normalised: BN-ReLU it before the head.
@@ -105,3 +133,8 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.final(self.blocks(self.stem(x)))
         return self.head(torch.flatten(self.pool(x), 1))
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    """The `torch.nn.Module` that `spec` describes."""
+    return ResNet(spec)

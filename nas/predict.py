@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from nas.arch import ArchSpec, build_model
+from nas.arch import ArchSpec
 from nas.data import IMAGE_SUFFIXES, decode_images
 from nas.device import memory_format, resolve_device
 from nas.errors import NasError
+from nas.model import build_model
 
 
 def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

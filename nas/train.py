@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.arch import ArchSpec, build_model
+from nas.arch import ArchSpec
 from nas.augment import TrainBatches, prepare
 from nas.data import Split
 from nas.device import memory_format, resolve_device
 from nas.errors import NasError
+from nas.model import build_model
 from nas.recipe import Recipe
 
 CHECKPOINT_VERSION = 1

@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from nas.arch import ArchSpec, build_model
+from nas.arch import ArchSpec
+from nas.blocks import BLOCKS
+from nas.model import build_model
 
 
 def test_defaults_and_normalisation():
@@ -54,7 +56,7 @@ def test_from_dict_rejects_unknown_and_missing_keys():
         ArchSpec.from_dict({"blocks": [1]})
 
 
-@pytest.mark.parametrize("block", ["basic", "preact"])
+@pytest.mark.parametrize("block", list(BLOCKS))
 def test_model_trains_a_step_in_train_mode(block):
     spec = ArchSpec(blocks=[1, 2], channels=[8, 16], block=block, se=4, dropout=0.1, drop_path=0.2, pool=2)
     model = build_model(spec).train()

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.arch import ArchSpec, build_model, round_width
+from nas.arch import ArchSpec, round_width
+from nas.blocks import BLOCKS
 from nas.count import count_macs, count_params, fit_width
+from nas.model import BLOCK_MODULES, build_model
 
 
 def random_spec(rng: random.Random) -> ArchSpec:
@@ -22,7 +24,7 @@ def random_spec(rng: random.Random) -> ArchSpec:
         stem_kernel=rng.choice([1, 3, 5, 7, 9, 11]),
         kernel=rng.choice([1, 3, 5, 7]) if rng.random() < 0.6 else [rng.choice([1, 3, 5]) for _ in range(n)],
         skip_kernel=rng.choice([1, 3, 5]),
-        block=rng.choice(["basic", "preact"]),
+        block=rng.choice(list(BLOCKS)),
         se=rng.choice([0, 0, 2, 4, 16]),
         dropout=rng.choice([0.0, 0.2]),
         drop_path=rng.choice([0.0, 0.1]),
@@ -45,13 +47,17 @@ REFERENCES = [  # published counts: 10 classes, 3x3 stem, K=1, global pool, basi
 
 def test_random_specs_cover_every_option():
     seen = lambda f: {str(f(s)) for s in SPECS}  # noqa: E731
-    assert seen(lambda s: s.block) == {"basic", "preact"}
+    assert seen(lambda s: s.block) == set(BLOCKS)
     assert {"global", "1", "2", "4"} <= seen(lambda s: s.pool)
     assert {"1", "3", "5"} <= seen(lambda s: s.skip_kernel)
     assert len(seen(lambda s: s.se)) == 4 and len(seen(lambda s: s.stem_kernel)) == 6
     assert any(len(set(s.kernel)) > 1 for s in SPECS)
     assert any(s.stem_channels != s.channels[0] for s in SPECS)
     assert any(s.dropout for s in SPECS) and any(s.drop_path for s in SPECS)
+
+
+def test_every_registered_block_has_a_module_and_every_module_an_entry():
+    assert set(BLOCK_MODULES) == set(BLOCKS)
 
 
 @pytest.mark.parametrize("kwargs,expected", REFERENCES)

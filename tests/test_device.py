@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nas.arch import ArchSpec, build_model
+from nas.arch import ArchSpec
 from nas.data import synthetic, validation_split
 from nas.device import memory_format, resolve_device
+from nas.model import build_model
 from nas.recipe import Recipe
 from nas.train import evaluate, fit, predict
 

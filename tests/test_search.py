@@ -10,9 +10,9 @@ import pytest
 from optuna.trial import TrialState
 
 import nas.train
+from nas.arch import ArchSpec
 from nas.cli import main
 from nas.count import count_params
-from nas.arch import ArchSpec
 from nas.search import claim_slot
 from nas.study import counts, load_study, open_storage
 
@@ -306,8 +306,8 @@ def test_a_killed_worker_is_detected_and_its_trial_retried(here):
 def _worker(trials=2, cls=None, **cfg):
     from nas.data import synthetic, validation_split
     from nas.search import SearchConfig, Worker
-    from nas.study import make_pruner, make_sampler
     from nas.space import load_space
+    from nas.study import make_pruner, make_sampler
 
     config = SearchConfig(budget=5_000_000, trials=trials, space="tiny", proxy_epochs=1, **cfg)
     study = optuna.create_study(direction="maximize", sampler=make_sampler("tpe", 0), pruner=make_pruner("none", 1))
