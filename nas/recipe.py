@@ -4,17 +4,48 @@ Search-space YAML, presets, trial params and checkpoints use these field names. 
 (`epochs`, `step_every`, `restart_every`, `warmup_epochs`) are in the units people write recipes in;
 `compressed(e)` rescales them so a short proxy run follows the same schedule shape.
 No torch here: `nas.train` turns a Recipe into optimizers and learning rates.
+
+Optimizers are registered in OPTIMIZERS, one `OptimInfo` each (as timm registers its optimizers):
+adding one is one entry. Its class is named by import path, so this module stays torch-free;
+tests/test_registry.py builds every entry on CPU and checks its flags against the class.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from nas.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad", "asgd", "rmsprop")
-MOMENTUM_OPTIMIZERS = ("sgd", "sgd-nesterov", "rmsprop")
+
+
+@dataclass(frozen=True)
+class OptimInfo:
+    name: str
+    cls: str  # import path of the torch.optim.Optimizer subclass
+    lr: tuple[float, float]  # default search range, log-uniform (`lr: default` in a space)
+    momentum: bool = False  # takes Recipe.momentum
+    fused: bool = False  # on CUDA: fused=True, one kernel for the whole update
+    foreach: bool = False  # on CUDA, where there is no fused kernel: foreach=True, a few kernels over all tensors
+    kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed arguments
+    cuda_kwargs: Mapping[str, Any] = field(default_factory=dict)  # further arguments on CUDA only
+
+
+OPTIMIZERS: dict[str, OptimInfo] = {
+    o.name: o
+    for o in (
+        OptimInfo("sgd", "torch.optim.SGD", (0.01, 0.4), momentum=True, fused=True),
+        OptimInfo("sgd-nesterov", "torch.optim.SGD", (0.01, 0.4), momentum=True, fused=True, kwargs={"nesterov": True}),
+        OptimInfo("adam", "torch.optim.Adam", (1e-4, 3e-3), fused=True),
+        OptimInfo("adamw", "torch.optim.AdamW", (1e-4, 3e-3), fused=True),
+        OptimInfo("adadelta", "torch.optim.Adadelta", (0.1, 2.0), foreach=True),
+        OptimInfo("adagrad", "torch.optim.Adagrad", (1e-3, 0.1), foreach=True),
+        # capturable: ASGD's foreach path otherwise reads each step counter back to the host
+        OptimInfo("asgd", "torch.optim.ASGD", (0.01, 0.4), foreach=True, cuda_kwargs={"capturable": True}),
+        OptimInfo("rmsprop", "torch.optim.RMSprop", (1e-4, 3e-3), momentum=True, foreach=True),
+    )
+}
 SCHEDULES = ("constant", "step", "cosine", "cosine-restarts", "warmup-cosine", "onecycle")
 PAD_MODES = ("reflect", "zeros")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -123,7 +154,7 @@ def field_used(name: str, chosen: dict[str, Any]) -> bool:
     conditional field only where it is used."""
     get = lambda k: chosen.get(k, DEFAULTS[k])  # noqa: E731
     if name == "momentum":
-        return get("optimizer") in MOMENTUM_OPTIMIZERS
+        return OPTIMIZERS[get("optimizer")].momentum
     if name in ("step_every", "gamma"):
         return get("schedule") == "step"
     if name in ("restart_every", "restart_decay"):

@@ -8,6 +8,7 @@ of the step, so a run resumed from a checkpoint follows exactly the schedule of 
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import time
@@ -26,7 +27,7 @@ from nas.data import Split
 from nas.device import memory_format, resolve_device
 from nas.errors import NasError
 from nas.model import build_model
-from nas.recipe import Recipe
+from nas.recipe import OPTIMIZERS, Recipe
 
 CHECKPOINT_VERSION = 1
 EVAL_BATCH = 1024
@@ -84,25 +85,12 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
         (no_decay if p.ndim <= 1 and not r.decay_norm_bias else decay).append(p)
     groups = [g for g in ({"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
               if g["params"]]  # fmt: skip
-    cuda = device.type == "cuda"
-    fast = {"fused": True} if cuda else {}  # one kernel for the whole update
-    multi = {"foreach": True} if cuda else {}  # a few kernels over all tensors
-    o = r.optimizer
-    if o in ("sgd", "sgd-nesterov"):
-        return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum, nesterov=o == "sgd-nesterov", **fast)
-    if o == "adam":
-        return torch.optim.Adam(groups, lr=r.lr, **fast)
-    if o == "adamw":
-        return torch.optim.AdamW(groups, lr=r.lr, **fast)
-    if o == "adadelta":
-        return torch.optim.Adadelta(groups, lr=r.lr, **multi)
-    if o == "adagrad":
-        return torch.optim.Adagrad(groups, lr=r.lr, **multi)
-    if o == "asgd":  # capturable: its foreach path otherwise reads each step counter back to the host
-        return torch.optim.ASGD(groups, lr=r.lr, **multi, **({"capturable": True} if cuda else {}))
-    if o == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=r.lr, momentum=r.momentum, **multi)
-    raise ValueError(f"unknown optimizer {o!r}.")
+    info = OPTIMIZERS[r.optimizer]
+    module, _, name = info.cls.rpartition(".")
+    kwargs = dict(info.kwargs, **({"momentum": r.momentum} if info.momentum else {}))
+    if device.type == "cuda":
+        kwargs.update({"fused": True} if info.fused else {"foreach": True} if info.foreach else {}, **info.cuda_kwargs)
+    return getattr(importlib.import_module(module), name)(groups, lr=r.lr, **kwargs)
 
 
 def fit(

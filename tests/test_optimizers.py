@@ -1,0 +1,61 @@
+"""Every registered optimizer, as nas.train builds it: its class and flags agree with torch."""
+
+import importlib
+import inspect
+
+import pytest
+import torch
+
+from nas.arch import ArchSpec
+from nas.model import build_model
+from nas.recipe import OPTIMIZERS, Recipe
+from nas.train import make_optimizer
+
+
+def optimizer_class(path):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_flags_agree_with_the_class(name):
+    info = OPTIMIZERS[name]
+    cls = optimizer_class(info.cls)
+    assert issubclass(cls, torch.optim.Optimizer)
+    takes = set(inspect.signature(cls).parameters)
+    assert ("momentum" in takes) >= info.momentum  # the flag is set only where torch has the argument
+    assert info.fused <= ("fused" in takes) and info.foreach <= ("foreach" in takes)
+    assert set(info.kwargs) | set(info.cuda_kwargs) <= takes
+    low, high = info.lr
+    assert 0 < low < high
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_make_optimizer_builds_each_entry_and_it_steps(name):
+    info = OPTIMIZERS[name]
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(blocks=[1], channels=[8], image_size=8))
+    recipe = Recipe(optimizer=name, lr=info.lr[0], momentum=0.8)
+    opt = make_optimizer(model, recipe, torch.device("cpu"))
+    assert isinstance(opt, optimizer_class(info.cls))
+    group = opt.param_groups[0]
+    assert group["lr"] == info.lr[0]
+    if info.momentum:
+        assert group["momentum"] == 0.8
+    for key, value in info.kwargs.items():
+        assert group[key] == value
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_cuda_gets_the_fast_implementation(name):
+    """On CUDA an entry gets fused=True, else foreach=True, plus its CUDA-only arguments. Building
+    needs no GPU (torch checks the devices at the first step), so the CPU checks the arguments."""
+    info = OPTIMIZERS[name]
+    opt = make_optimizer(torch.nn.Linear(2, 2), Recipe(optimizer=name), torch.device("cuda"))
+    assert opt.defaults.get("fused") is (True if info.fused else None)
+    assert opt.defaults.get("foreach") is (True if info.foreach and not info.fused else None)
+    assert {k: opt.defaults[k] for k in info.cuda_kwargs} == dict(info.cuda_kwargs)
