@@ -7,11 +7,16 @@ A space file has two sections, `arch` and `recipe`. Each entry is a fixed value 
     {int: [low, high], step: 1, log: false}     integer range (inclusive)
     {float: [low, high], step: null, log: false}
 
+Each distribution is built as Optuna's own (Categorical/Int/FloatDistribution) while the file is
+parsed, so what Optuna would refuse in every trial is refused at load time, naming file and key;
+every mistake of a file is reported at once.
+
 `arch` speaks ArchSpec's vocabulary plus `stages` (N), `width` and `growth` (stage i has
 round8(width * growth**i) channels; or give `channels` per stage instead). `blocks` and `channels`
 are sampled once per stage (trial params `blocks_0` ... `blocks_{N-1}`): conditional on N.
 `recipe` speaks Recipe's vocabulary; `lr` may map each optimizer to its own range (params `lr_sgd`,
-`lr_adam`, ...), and fields that only matter for some optimizers or schedules (momentum,
+`lr_adam`, ...; `default` is the optimizer's registered range, and `lr: default` gives every
+optimizer its own), and fields that only matter for some optimizers or schedules (momentum,
 step_every, restart_every, warmup_epochs, ...) are sampled only where they matter.
 
 A preset file is the degenerate case with no distributions: `arch` and `recipe` hold ArchSpec and
@@ -23,12 +28,14 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from nas.arch import ArchSpec, round_width
 from nas.errors import NasError
@@ -51,54 +58,46 @@ NON_MONOTONE = ("stages", "pool", "block", "se")
 
 
 @dataclass(frozen=True)
-class Choice:
-    values: tuple[Any, ...]
+class Param:
+    """A searched value: the Optuna distribution its YAML entry describes, built (and so validated
+    by Optuna) when the file is parsed."""
+
+    dist: BaseDistribution
 
     def sample(self, rng: random.Random) -> Any:
-        return rng.choice(self.values)
+        d = self.dist
+        if isinstance(d, CategoricalDistribution):
+            return rng.choice(d.choices)
+        if d.log:
+            v = math.exp(rng.uniform(math.log(d.low), math.log(d.high)))
+            return min(d.high, max(d.low, round(v))) if isinstance(d, IntDistribution) else v
+        if d.step:
+            return type(d.low)(d.low + d.step * rng.randint(0, int((d.high - d.low) // d.step)))
+        return rng.uniform(d.low, d.high)
 
     def suggest(self, trial: Any, name: str) -> Any:
-        return trial.suggest_categorical(name, list(self.values))
+        d = self.dist
+        if isinstance(d, CategoricalDistribution):
+            return trial.suggest_categorical(name, list(d.choices))
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
 
     def candidates(self) -> tuple[Any, ...]:
-        return self.values
+        """Every value (choices and integer ranges only)."""
+        d = self.dist
+        return d.choices if isinstance(d, CategoricalDistribution) else tuple(range(d.low, d.high + 1, d.step))
 
     def lowest(self) -> Any:
+        d = self.dist
+        if not isinstance(d, CategoricalDistribution):
+            return d.low
         try:
-            return min(self.values)
+            return min(d.choices)
         except TypeError:  # mixed kinds, e.g. pool: [global, 2]; such keys are enumerated anyway
-            return self.values[0]
+            return d.choices[0]
 
 
-@dataclass(frozen=True)
-class Range:
-    kind: type  # int or float
-    low: float
-    high: float
-    step: float | None = None
-    log: bool = False
-
-    def sample(self, rng: random.Random) -> Any:
-        if self.log:
-            v = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-            return min(self.high, max(self.low, round(v))) if self.kind is int else v
-        if self.step:
-            return self.kind(self.low + self.step * rng.randint(0, int((self.high - self.low) // self.step)))
-        return rng.randint(self.low, self.high) if self.kind is int else rng.uniform(self.low, self.high)
-
-    def suggest(self, trial: Any, name: str) -> Any:
-        if self.kind is int:
-            return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
-
-    def candidates(self) -> tuple[Any, ...]:
-        return tuple(range(self.low, self.high + 1, self.step or 1))
-
-    def lowest(self) -> Any:
-        return self.low
-
-
-Param = Union[Choice, Range]
 Pick = Callable[[str, Param], Any]  # (trial-param name, distribution) -> value
 
 
@@ -124,7 +123,7 @@ class Space:
 
         def get(key: str, name: str | None = None, entry: Any = None) -> Any:
             entry = self.arch[key] if entry is None else entry
-            return pick(name or key, entry) if isinstance(entry, (Choice, Range)) else entry
+            return pick(name or key, entry) if isinstance(entry, Param) else entry
 
         a = self.arch
         n = get("stages")
@@ -155,7 +154,7 @@ class Space:
                 entry, name = entry[opt], f"lr_{opt}"
             else:
                 name = key
-            chosen[key] = pick(name, entry) if isinstance(entry, (Choice, Range)) else entry
+            chosen[key] = pick(name, entry) if isinstance(entry, Param) else entry
         return ArchSpec.from_dict(spec), Recipe.from_dict(chosen)
 
     def sample(self, rng: random.Random, **data: int) -> tuple[ArchSpec, Recipe]:
@@ -170,7 +169,7 @@ class Space:
         tried; every other key takes its lowest value): a budget below its count is impossible."""
         from nas.count import count_params
 
-        params = [(k, v) for k, v in self.arch.items() if k in NON_MONOTONE and isinstance(v, (Choice, Range))]
+        params = [(k, v) for k, v in self.arch.items() if k in NON_MONOTONE and isinstance(v, Param)]
         best = None
         for combo in itertools.product(*(p.candidates() for _, p in params)):
             fixed = dict(zip((k for k, _ in params), combo))
@@ -203,39 +202,51 @@ def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> Space:
 
 
 def parse_space(text: str, path: Path) -> Space:
-    """A space from YAML text; `path` names it in messages (a study keeps the text it searched)."""
+    """A space from YAML text; `path` names it in messages (a study keeps the text it searched).
+    Every mistake in the file is reported at once, each with its key."""
     doc = _parse_yaml(text, path)
-    where = lambda key: f"{path}: {key}"  # noqa: E731
     arch_raw, recipe_raw = _sections(path, doc)
-    arch = {}
+    mistakes: list[str] = []
+
+    def parsed(section: dict[str, Any], key: str, parse: Callable[[], Any]) -> None:
+        try:
+            section[key] = parse()
+        except SpaceError as e:
+            mistakes.append(str(e))
+
+    arch: dict[str, Any] = {}
     for key, raw in arch_raw.items():
         if key not in ARCH_KEYS:
-            raise SpaceError(f"{where('arch.' + key)}: unknown key; known: {', '.join(ARCH_KEYS)}.")
-        arch[key] = _parse(where("arch." + key), raw, ARCH_KEYS[key], allow_list=key in PER_STAGE)
-        _check_values(where("arch." + key), key, arch[key], _arch_probe)
-    for key in ("stages", "blocks"):
-        if key not in arch:
-            raise SpaceError(f"{where('arch')}: a space needs '{key}'.")
-    if ("channels" in arch) == ("width" in arch):
-        raise SpaceError(f"{where('arch')}: give either 'channels' (per stage) or 'width' (with optional 'growth').")
-    if "growth" in arch and "width" not in arch:
-        raise SpaceError(f"{where('arch.growth')}: 'growth' needs 'width'.")
+            mistakes.append(f"arch.{key}: unknown key; known: {', '.join(ARCH_KEYS)}.")
+            continue
+        parsed(arch, key, lambda: _checked(f"arch.{key}", key, _parse(f"arch.{key}", raw, ARCH_KEYS[key],
+                                                                      allow_list=key in PER_STAGE), _arch_probe))  # fmt: skip
+    mistakes += [f"arch: a space needs '{key}'." for key in ("stages", "blocks") if key not in arch_raw]
+    if ("channels" in arch_raw) == ("width" in arch_raw):
+        mistakes.append("arch: give either 'channels' (per stage) or 'width' (with optional 'growth').")
+    if "growth" in arch_raw and "width" not in arch_raw:
+        mistakes.append("arch.growth: 'growth' needs 'width'.")
 
-    recipe = {}
+    recipe: dict[str, Any] = {}
     for key, raw in recipe_raw.items():
         if key not in RECIPE_KEYS:
-            raise SpaceError(f"{where('recipe.' + key)}: unknown key; known: {', '.join(RECIPE_KEYS)}.")
-        if key == "lr" and isinstance(raw, dict) and not ({"choice", "int", "float"} & set(raw)):
-            recipe[key] = _parse_lr_per_optimizer(where, raw)
-            continue
-        recipe[key] = _parse(where("recipe." + key), raw, RECIPE_KEYS[key])
-        _check_values(where("recipe." + key), key, recipe[key], _recipe_probe)
-    if isinstance(recipe.get("lr"), dict):
-        opts = recipe.get("optimizer", Recipe.optimizer)
-        opts = opts.values if isinstance(opts, Choice) else (opts,)
-        missing = [o for o in opts if o not in recipe["lr"]]
-        if missing:
-            raise SpaceError(f"{where('recipe.lr')}: no learning rate for optimizer {missing[0]!r}.")
+            mistakes.append(f"recipe.{key}: unknown key; known: {', '.join(RECIPE_KEYS)}.")
+        elif key == "lr" and raw == "default":
+            continue  # once the optimizers are known, below
+        elif key == "lr" and isinstance(raw, dict) and not {"choice", "int", "float"} & set(raw):
+            parsed(recipe, key, lambda: _parse_lr_per_optimizer(raw))
+        else:
+            parsed(recipe, key, lambda: _checked(f"recipe.{key}", key, _parse(f"recipe.{key}", raw, RECIPE_KEYS[key]),
+                                                 _recipe_probe))  # fmt: skip
+    opts = recipe.get("optimizer", Recipe.optimizer)
+    opts = opts.dist.choices if isinstance(opts, Param) else (opts,)
+    if recipe_raw.get("lr") == "default":
+        parsed(recipe, "lr", lambda: _parse_lr_per_optimizer(dict.fromkeys(opts, "default")))
+    if isinstance(recipe.get("lr"), dict) and ("optimizer" in recipe or "optimizer" not in recipe_raw):
+        mistakes += [f"recipe.lr: no learning rate for optimizer {o!r}." for o in opts if o not in recipe["lr"]]
+    if mistakes:
+        head = f"{path}: " if len(mistakes) == 1 else f"{path}: {len(mistakes)} mistakes: "
+        raise SpaceError(head + " ".join(m if len(mistakes) == 1 else f"({i}) {m}" for i, m in enumerate(mistakes, 1)))
     space = Space(path=path, text=text, arch=arch, recipe=recipe)
     space.smallest()  # fails now, naming the file, if no configuration is valid
     return space
@@ -301,7 +312,7 @@ def _parse(where: str, raw: Any, kind: Any, allow_list: bool = False) -> Any:
                 raise SpaceError(f"{where}: choice needs a non-empty list of values.")
             if len(set(map(repr, values))) != len(values):
                 raise SpaceError(f"{where}: choice lists a value twice.")
-            return Choice(tuple(_typed(where, v, kind) for v in values))
+            return _optuna(where, CategoricalDistribution, [_typed(where, v, kind) for v in values])
         return _parse_range(where, raw, dist[0], kind)
     if isinstance(raw, list):
         if not allow_list:
@@ -312,7 +323,9 @@ def _parse(where: str, raw: Any, kind: Any, allow_list: bool = False) -> Any:
     return _typed(where, raw, kind)
 
 
-def _parse_range(where: str, raw: dict, dist: str, kind: Any) -> Range:
+def _parse_range(where: str, raw: dict, dist: str, kind: Any) -> Param:
+    """The YAML's shape and types are checked here; the range itself (low <= high, log with low > 0,
+    step with log, a positive step) by Optuna's own distribution."""
     if kind not in (int, float) or (dist == "float" and kind is int):
         raise SpaceError(f"{where}: a {dist} range does not fit this key; use {{choice: [...]}} or an int range.")
     bounds = raw[dist]
@@ -323,31 +336,43 @@ def _parse_range(where: str, raw: dict, dist: str, kind: Any) -> Range:
         or any(isinstance(b, bool) or not isinstance(b, number) for b in bounds)
     ):
         raise SpaceError(f"{where}: {dist} needs [low, high] as two {'integers' if dist == 'int' else 'numbers'}.")
-    low, high = bounds
-    if low > high:
-        raise SpaceError(f"{where}: low {low} is greater than high {high}.")
     log, step = raw.get("log", False), raw.get("step")
     if not isinstance(log, bool):
         raise SpaceError(f"{where}: log must be true or false.")
-    if step is not None:
-        if isinstance(step, bool) or not isinstance(step, number) or step <= 0:
-            raise SpaceError(f"{where}: step must be a positive {'integer' if dist == 'int' else 'number'}.")
-        if log and step != 1:
-            raise SpaceError(f"{where}: a log range cannot also have a step.")
-    if log and low <= 0:
-        raise SpaceError(f"{where}: a log range needs low > 0.")
-    if dist == "float":
-        return Range(float, float(low), float(high), float(step) if step else None, log)
-    return Range(int, low, high, step if step and step != 1 else None, log)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, number)):
+        raise SpaceError(f"{where}: step must be {'an integer' if dist == 'int' else 'a number'}.")
+    if dist == "int":
+        return _optuna(where, IntDistribution, *bounds, log=log, step=1 if step is None else step)
+    return _optuna(where, FloatDistribution, *map(float, bounds), log=log, step=None if step is None else float(step))
 
 
-def _parse_lr_per_optimizer(where: Callable[[str], str], raw: dict) -> dict[str, Any]:
+def _optuna(where: str, cls: type[BaseDistribution], *args: Any, **kwargs: Any) -> Param:
+    """The distribution as Optuna builds it; its refusal, or a range it would silently shorten to a
+    whole number of steps, becomes a SpaceError naming the key."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            dist = cls(*args, **kwargs)
+        except ValueError as e:
+            raise SpaceError(f"{where}: Optuna refuses this distribution: {str(e).rstrip('.')}.") from None
+    if caught and not isinstance(dist, CategoricalDistribution) and dist.high != args[1]:
+        raise SpaceError(f"{where}: [{args[0]}, {args[1]}] is not a whole number of steps of {dist.step}; "
+                         f"write [{args[0]}, {dist.high}].")  # fmt: skip
+    return Param(dist)
+
+
+def _parse_lr_per_optimizer(raw: dict[str, Any]) -> dict[str, Any]:
+    """`lr: {sgd: ..., adam: default, ...}`: each optimizer's own value or range; `default` is its
+    registered range (nas.recipe.OPTIMIZERS), log-uniform. `lr: default` gives it to every optimizer."""
     out = {}
     for opt, entry in raw.items():
+        where = f"recipe.lr.{opt}"
         if opt not in OPTIMIZERS:
-            raise SpaceError(f"{where('recipe.lr.' + str(opt))}: unknown optimizer; known: {', '.join(OPTIMIZERS)}.")
-        out[opt] = _parse(where(f"recipe.lr.{opt}"), entry, float)
-        _check_values(where(f"recipe.lr.{opt}"), "lr", out[opt], _recipe_probe)
+            raise SpaceError(f"{where}: unknown optimizer; known: {', '.join(OPTIMIZERS)}.")
+        if entry == "default":
+            out[opt] = _optuna(where, FloatDistribution, *OPTIMIZERS[opt].lr, log=True)
+        else:
+            out[opt] = _checked(where, "lr", _parse(where, entry, float), _recipe_probe)
     return out
 
 
@@ -366,13 +391,12 @@ def _typed(where: str, v: Any, kind: Any) -> Any:
     return v
 
 
-def _check_values(where: str, key: str, entry: Any, probe: Callable[[str, Any], None]) -> None:
-    """Reject a value the vocabulary would reject (an even kernel, an unknown optimizer) now, with
-    the file and key, rather than as a failed trial later. Ranges are checked at both ends."""
-    if isinstance(entry, Choice):
-        values = entry.values
-    elif isinstance(entry, Range):
-        values = (entry.low, entry.high)
+def _checked(where: str, key: str, entry: Any, probe: Callable[[str, Any], None]) -> Any:
+    """`entry`, once every value the vocabulary would reject (an even kernel, an unknown optimizer)
+    is rejected now, with the key, rather than as a failed trial later. Ranges are checked at both ends."""
+    if isinstance(entry, Param):
+        d = entry.dist
+        values = d.choices if isinstance(d, CategoricalDistribution) else (d.low, d.high)
     else:
         values = entry if isinstance(entry, list) else (entry,)
     for v in values:
@@ -380,6 +404,7 @@ def _check_values(where: str, key: str, entry: Any, probe: Callable[[str, Any], 
             probe(key, v)
         except NasError as e:
             raise SpaceError(f"{where}: {v!r}: {e}") from None
+    return entry
 
 
 def _arch_probe(key: str, v: Any) -> None:

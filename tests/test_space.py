@@ -30,10 +30,10 @@ def test_default_space_covers_every_dimension():
     for key in ("stages", "blocks", "width", "growth", "stem_channels", "stem_kernel", "kernel", "skip_kernel",
                 "pool", "block", "se", "dropout", "drop_path"):  # fmt: skip
         assert key in space.arch
-    assert set(space.recipe["optimizer"].values) == {"sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad",
+    assert set(space.recipe["optimizer"].dist.choices) == {"sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad",
                                                      "asgd", "rmsprop"}  # fmt: skip
-    assert set(space.recipe["lr"]) == set(space.recipe["optimizer"].values)
-    assert set(space.recipe["schedule"].values) == {"constant", "step", "cosine", "cosine-restarts", "warmup-cosine",
+    assert set(space.recipe["lr"]) == set(space.recipe["optimizer"].dist.choices)
+    assert set(space.recipe["schedule"].dist.choices) == {"constant", "step", "cosine", "cosine-restarts", "warmup-cosine",
                                                     "onecycle"}  # fmt: skip
     for key in ("crop_padding", "flip", "cutout", "mixup", "cutmix", "rotation", "label_smoothing", "batch_size",
                 "momentum", "weight_decay"):  # fmt: skip
@@ -47,7 +47,7 @@ class Recorder:
         self.params = {}
 
     def __call__(self, name, p):
-        self.params[name] = p.lowest() if name != "stages" else p.high
+        self.params[name] = p.lowest() if name != "stages" else p.dist.high
         return self.params[name]
 
 
@@ -115,12 +115,17 @@ def test_presets_load_and_match_published_counts():
         (MINIMAL + "  colour: red\n", "arch.colour", "unknown key"),
         (MINIMAL + "recipe:\n  optimiser: sgd\n", "recipe.optimiser", "unknown key"),
         (MINIMAL + "  kernel: {choice: []}\n", "arch.kernel", "non-empty list"),
-        (MINIMAL + "  dropout: {float: [0.3, 0.1]}\n", "arch.dropout", "greater than high"),
+        (MINIMAL + "  dropout: {float: [0.3, 0.1]}\n", "arch.dropout", "`low <= high` must hold"),
         (MINIMAL + "  kernel: {choice: [3, '5']}\n", "arch.kernel", "expected an integer"),
         (MINIMAL + "  kernel: {choice: [3, 4]}\n", "arch.kernel", "odd"),
         (MINIMAL + "  stem_kernel: {float: [3, 5]}\n", "arch.stem_kernel", "does not fit"),
         (MINIMAL + "  se: {int: [0, 8], lg: true}\n", "arch.se", "unknown distribution key 'lg'"),
-        (MINIMAL + "  se: {int: [0, 8], log: true}\n", "arch.se", "low > 0"),
+        (MINIMAL + "  se: {int: [0, 8], log: true}\n", "arch.se", "`low >= 1` must hold for `log=True`"),
+        (MINIMAL + "recipe:\n  lr: {float: [0.01, 0.2], log: true, step: 1}\n", "recipe.lr", "`step` is not supported"),
+        (MINIMAL + "  stem_channels: {int: [8, 64], log: true, step: 8}\n", "arch.stem_channels", "Optuna refuses"),
+        (MINIMAL + "  dropout: {float: [0.0, 0.3], step: 0.2}\n", "arch.dropout", "write [0.0, 0.2]"),
+        (MINIMAL + "  se: {int: [0, 8], step: 0}\n", "arch.se", "`step > 0` must hold"),
+        (MINIMAL + "recipe:\n  lr: {adam: {float: [0.1, 0.01]}}\n  optimizer: adam\n", "recipe.lr.adam", "low <= high"),
         (MINIMAL + "recipe:\n  optimizer: {choice: [sgd, lamb]}\n", "recipe.optimizer", "must be one of"),
         (MINIMAL + "recipe:\n  lr: {sgd: 0.1, lion: 0.1}\n", "recipe.lr.lion", "unknown optimizer"),
         (MINIMAL + "recipe:\n  optimizer: {choice: [sgd, adam]}\n  lr: {sgd: 0.1}\n", "recipe.lr", "'adam'"),
@@ -163,3 +168,38 @@ def test_bad_preset_names_file_and_key(tmp_path):
     path = write(tmp_path, "arch:\n  blocks: [1]\n  channels: [8]\n  widht: 3\n", "p.yaml")
     with pytest.raises(SpaceError, match=r"p\.yaml: unknown architecture key 'widht'"):
         load_preset(path)
+
+
+def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):
+    path = write(tmp_path, MINIMAL + "  kernel: {choice: [3, 4]}\n  colour: red\n  dropout: {float: [0.0, 0.2], log: true}\n"
+                 "recipe:\n  optimiser: sgd\n  lr: {float: [0.01, 0.2], log: true, step: 1}\n")  # fmt: skip
+    with pytest.raises(SpaceError) as e:
+        load_space(path)
+    text = str(e.value)
+    assert text.startswith(f"{path}: 5 mistakes: (1) arch.kernel") and "\n" not in text
+    for where in ("arch.kernel: 4", "arch.colour: unknown key", "arch.dropout: Optuna refuses", "recipe.optimiser",
+                  "recipe.lr: Optuna refuses"):  # fmt: skip
+        assert where in text
+
+
+def test_distributions_are_optunas_own(tmp_path):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = load_space(write(tmp_path, MINIMAL + "  se: {choice: [0, 4]}\n  dropout: {float: [0.0, 0.3], step: 0.1}\n"))
+    assert space.arch["stages"].dist == IntDistribution(1, 2)
+    assert space.arch["se"].dist == CategoricalDistribution([0, 4])
+    assert space.arch["dropout"].dist == FloatDistribution(0.0, 0.3, step=0.1)
+
+
+def test_lr_default_is_each_optimizers_registered_range(tmp_path):
+    from nas.recipe import OPTIMIZERS
+
+    text = MINIMAL + "recipe:\n  optimizer: {choice: [sgd, adam]}\n  lr: default\n"
+    space = load_space(write(tmp_path, text))
+    for opt in ("sgd", "adam"):
+        d = space.recipe["lr"][opt].dist
+        assert (d.low, d.high, d.log) == (*OPTIMIZERS[opt].lr, True)
+    space = load_space(write(tmp_path, MINIMAL + "recipe:\n  optimizer: {choice: [sgd, adam]}\n  lr: {sgd: 0.1, adam: default}\n"))
+    assert space.recipe["lr"]["sgd"] == 0.1 and space.recipe["lr"]["adam"].dist.high == OPTIMIZERS["adam"].lr[1]
+    _, recipe = space.decode(lambda name, p: p.lowest(), classes=10)
+    assert recipe.optimizer == "adam" and recipe.lr == OPTIMIZERS["adam"].lr[0]
