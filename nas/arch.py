@@ -27,7 +27,8 @@ class ArchSpec:
     stem_kernel: int = 3
     kernel: int | tuple[int, ...] = 3  # one for every stage, or one per stage
     skip_kernel: int = 1
-    block: str = "basic"
+    block: str = "basic"  # a name registered in nas.blocks
+    expansion: int | None = None  # bottleneck: channels / narrow width; mbconv: wide width / input width
     se: int = 0  # squeeze-and-excitation reduction ratio; 0 = off
     dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth rate of the last block, linear from 0 over depth
@@ -63,6 +64,16 @@ class ArchSpec:
             set_(self, name, _int(name, getattr(self, name)))
         for name in ("dropout", "drop_path"):
             set_(self, name, _float(name, getattr(self, name)))
+        if self.block not in BLOCKS:
+            raise ConfigError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}.")
+        used = BLOCKS[self.block].fields
+        for name in BLOCK_FIELDS:  # a block's own fields take its default; other blocks' fields stay None
+            v = getattr(self, name)
+            if name in used:
+                set_(self, name, used[name] if v is None else _int(name, v))
+            elif v is not None:
+                users = " and ".join(b.name for b in BLOCKS.values() if name in b.fields)
+                raise ConfigError(f"{name} applies to {users} blocks, not to {self.block}.")
         self._validate()
 
     def _validate(self) -> None:
@@ -75,8 +86,12 @@ class ArchSpec:
         ]:
             if k < 1 or k % 2 == 0:
                 raise ConfigError(f"{name} must be a positive odd number (padding k//2 keeps the map size), got {k}.")
-        if self.block not in BLOCKS:
-            raise ConfigError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}.")
+        for name in BLOCKS[self.block].fields:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not BLOCKS[self.block].projection_skip and self.skip_kernel != 1:
+            raise ConfigError(f"{self.block} blocks have no projection skip; leave skip_kernel at 1, "
+                              f"got {self.skip_kernel}.")  # fmt: skip
         if self.se < 0:
             raise ConfigError(f"se is a reduction ratio (0 = off) and cannot be negative, got {self.se}.")
         for name in ("dropout", "drop_path"):
@@ -137,13 +152,16 @@ class ArchSpec:
 
     def describe(self) -> str:
         """One line for people: 'basic 3-5-3 x 64-128-256, stem 64 k3, k3, skip k1, pool global'."""
+        info = BLOCKS[self.block]
         ks = "-".join(map(str, self.kernel)) if len(set(self.kernel)) > 1 else str(self.kernel[0])
+        own = "".join(f", {name} {getattr(self, name)}" for name in info.fields)
+        skip = f", skip k{self.skip_kernel}" if info.projection_skip else ""
         extra = "".join(
             f", {name} {getattr(self, name)}" for name in ("se", "dropout", "drop_path") if getattr(self, name)
         )
         return (
             f"{self.block} {'-'.join(map(str, self.blocks))} x {'-'.join(map(str, self.channels))}, "
-            f"stem {self.stem_channels} k{self.stem_kernel}, k{ks}, skip k{self.skip_kernel}, pool {self.pool}{extra}"
+            f"stem {self.stem_channels} k{self.stem_kernel}, k{ks}{own}{skip}, pool {self.pool}{extra}"
         )
 
 

@@ -70,18 +70,51 @@ def preact_params(spec: Any, a: int, c: int, k: int, stride: int) -> int:
     return basic_params(spec, a, c, k, stride) - 2 * c + 2 * a
 
 
+# bottleneck (ResNet-50, torchvision's v1.5 stride placement): narrow width m = max(1, c // expansion);
+# 1x1 (a -> m), BN, ReLU, k x k (m -> m, strided), BN, ReLU, 1x1 (m -> c), BN, SE over c, + skip, ReLU.
+def bottleneck_params(spec: Any, a: int, c: int, k: int, stride: int) -> int:
+    m = max(1, c // spec.expansion)
+    return a * m + m * m * k * k + m * c + 4 * m + 2 * c + se_params(c, spec.se) + skip_params(spec, a, c, stride)
+
+
+def bottleneck_macs(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> int:
+    m = max(1, c // spec.expansion)
+    area = out_side(side, stride) ** 2
+    return side * side * a * m + area * (m * m * k * k + m * c) + se_macs(c, spec.se) + skip_macs(spec, a, c, stride, side)
+
+
+# mbconv (MobileNetV2 / MCUNet inverted residual): wide width m = a * expansion; 1x1 (a -> m), BN,
+# ReLU6 (none when expansion is 1), depthwise k x k (strided), BN, ReLU6, SE over m, 1x1 (m -> c), BN;
+# + the input only where the shapes match (no projection skip).
+def mbconv_params(spec: Any, a: int, c: int, k: int, stride: int) -> int:
+    m = a * spec.expansion
+    expand = a * m + 2 * m if spec.expansion != 1 else 0
+    return expand + m * k * k + 2 * m + se_params(m, spec.se) + m * c + 2 * c
+
+
+def mbconv_macs(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> int:
+    m = a * spec.expansion
+    expand = side * side * a * m if spec.expansion != 1 else 0
+    return expand + out_side(side, stride) ** 2 * (m * k * k + m * c) + se_macs(m, spec.se)
+
+
 BLOCKS: dict[str, BlockInfo] = {
     b.name: b
     for b in (
         BlockInfo("basic", basic_params, basic_macs, "two k x k convs, BN after each, ReLU after the sum"),
         BlockInfo("preact", preact_params, basic_macs, "two k x k convs, each after BN-ReLU (identity mappings)",
-                  preact=True),  # fmt: skip
+                  preact=True),
+        BlockInfo("bottleneck", bottleneck_params, bottleneck_macs,
+                  "1x1 reduce to channels/expansion, k x k, 1x1 expand (ResNet-50)", fields={"expansion": 4}),
+        BlockInfo("mbconv", mbconv_params, mbconv_macs,
+                  "1x1 expand by expansion, depthwise k x k, 1x1 project; residual where shapes match "
+                  "(MobileNetV2, MCUNet)", fields={"expansion": 6}, projection_skip=False),
     )
-}
+}  # fmt: skip
 BLOCK_FIELDS = frozenset(name for b in BLOCKS.values() for name in b.fields)
 
 
-def field_used(name: str, block: str) -> bool:
+def block_reads(block: str, name: str) -> bool:
     """Whether ArchSpec field `name` matters for a network of `block`s (a space samples it only then)."""
     info = BLOCKS[block]
     if name in BLOCK_FIELDS:

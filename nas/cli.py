@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from nas import __version__
+from nas.blocks import BLOCKS, block_reads
 from nas.errors import NasError
 
 EXIT_USAGE = 2
@@ -109,7 +110,10 @@ def add_arch_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kernel", type=int_list, help="block kernel F (odd), one for all stages or one per stage")
     g.add_argument("--skip-kernel", type=int, help="skip-connection kernel K (odd)")
     g.add_argument("--pool", type=pool_value, help="'global' or P (P x P average pool over the final map)")
-    g.add_argument("--block", choices=["basic", "preact"])
+    g.add_argument("--block", choices=list(BLOCKS), help="; ".join(f"{b.name}: {b.about}" for b in BLOCKS.values()))
+    g.add_argument("--expansion", type=int, help="width ratio of a block's wide and narrow parts (bottleneck: "
+                   "channels / narrow width; mbconv: wide width / input width); default " +
+                   ", ".join(f"{b.name} {b.fields['expansion']}" for b in BLOCKS.values() if "expansion" in b.fields))  # fmt: skip
     g.add_argument("--se", type=int, help="squeeze-and-excitation ratio (0 = off)")
     g.add_argument("--classes", type=int)
     g.add_argument("--image-size", type=int)
@@ -117,7 +121,7 @@ def add_arch_flags(p: argparse.ArgumentParser) -> None:
 
 
 ARCH_FLAGS = ("blocks", "channels", "stem_channels", "stem_kernel", "kernel", "skip_kernel", "pool", "block",
-              "se", "classes", "image_size", "in_channels")  # fmt: skip
+              "expansion", "se", "classes", "image_size", "in_channels")  # fmt: skip
 
 
 def arch_from_flags(args: argparse.Namespace, base: dict[str, Any] | None = None):
@@ -125,7 +129,10 @@ def arch_from_flags(args: argparse.Namespace, base: dict[str, Any] | None = None
     from nas.arch import ArchSpec
 
     d = dict(base or {})
-    d.update({k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k, None) is not None})
+    given = {k: getattr(args, k) for k in ARCH_FLAGS if getattr(args, k, None) is not None}
+    if "block" in given:  # another block than the preset's: drop the preset's fields it does not read
+        d = {k: v for k, v in d.items() if given["block"] not in BLOCKS or block_reads(given["block"], k)}
+    d.update(given)
     if isinstance(d.get("kernel"), list) and len(d["kernel"]) == 1:
         d["kernel"] = d["kernel"][0]
     if "blocks" not in d or "channels" not in d:

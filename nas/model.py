@@ -90,6 +90,62 @@ class PreActBlock(nn.Module):
         return self.skip(x) + self.drop_path(self.se(out))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce to max(1, cout // expansion), BN, ReLU, k x k (strided, as torchvision's ResNet v1.5),
+    BN, ReLU, 1x1 expand to cout, BN (+SE), add skip, ReLU (He et al. 2016, ResNet-50)."""
+
+    def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int, stride: int, drop_path: float):
+        super().__init__()
+        mid = max(1, cout // spec.expansion)
+        self.conv1 = conv(cin, mid, 1)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = conv(mid, mid, kernel, stride)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
+        self.conv3 = conv(mid, cout, 1)
+        self.bn3 = nn.BatchNorm2d(cout)
+        nn.init.zeros_(self.bn3.weight)  # the residual branch starts as identity
+        self.se = SqueezeExcite(cout, spec.se) if spec.se else nn.Identity()
+        self.drop_path = DropPath(drop_path)
+        self.skip = projection(spec, cin, cout, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(self.dropout(out)))
+        return F.relu(self.skip(x) + self.drop_path(self.se(out)))
+
+
+class MBConv(nn.Module):
+    """Inverted residual (MobileNetV2, MCUNet): 1x1 expand to cin * expansion, BN, ReLU6 (left out when
+    expansion is 1), depthwise k x k (strided), BN, ReLU6 (+SE over the wide tensor), 1x1 project to
+    cout, BN with no activation; the input is added only where the shapes match."""
+
+    def __init__(self, spec: ArchSpec, cin: int, cout: int, kernel: int, stride: int, drop_path: float):
+        super().__init__()
+        mid = cin * spec.expansion
+        self.expand = (
+            nn.Sequential(conv(cin, mid, 1), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True))
+            if spec.expansion != 1
+            else nn.Identity()
+        )
+        self.depthwise = nn.Conv2d(mid, mid, kernel, stride=stride, padding=kernel // 2, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.se = SqueezeExcite(mid, spec.se) if spec.se else nn.Identity()
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
+        self.project = conv(mid, cout, 1)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.residual = stride == 1 and cin == cout
+        if self.residual:
+            nn.init.zeros_(self.bn3.weight)  # the residual branch starts as identity
+        self.drop_path = DropPath(drop_path if self.residual else 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu6(self.bn2(self.depthwise(self.expand(x))))
+        out = self.bn3(self.project(self.dropout(self.se(out))))
+        return x + self.drop_path(out) if self.residual else out
+
+
 def projection(spec: ArchSpec, cin: int, cout: int, stride: int) -> nn.Module:
     """The skip path: identity, or a skip_kernel conv + BN where the shape changes."""
     if stride == 1 and cin == cout:
@@ -100,6 +156,8 @@ def projection(spec: ArchSpec, cin: int, cout: int, stride: int) -> nn.Module:
 BLOCK_MODULES: dict[str, type[nn.Module]] = {
     "basic": BasicBlock,
     "preact": PreActBlock,
+    "bottleneck": Bottleneck,
+    "mbconv": MBConv,
 }
 
 

@@ -38,6 +38,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from nas.arch import ArchSpec, round_width
+from nas.blocks import BLOCK_FIELDS, BLOCKS, block_reads
 from nas.errors import NasError
 from nas.recipe import OPTIMIZERS, Recipe, field_used
 
@@ -45,16 +46,19 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DEFAULT_SPACE = SPACES_DIR / "resnet_cifar.yaml"
 
 # Type of each arch key a space may set. classes, image_size and in_channels come from the dataset.
+# Keys only some blocks read (nas.blocks: expansion) are sampled only for those blocks.
 ARCH_KEYS: dict[str, Any] = {
     "stages": int, "blocks": int, "width": int, "growth": float, "channels": int,
     "stem_channels": int, "stem_kernel": int, "kernel": int, "skip_kernel": int,
-    "pool": "pool", "block": str, "se": int, "dropout": float, "drop_path": float,
+    "pool": "pool", "block": str, **{name: int for name in sorted(BLOCK_FIELDS)},
+    "se": int, "dropout": float, "drop_path": float,
 }  # fmt: skip
 PER_STAGE = ("blocks", "channels")
 RECIPE_KEYS: dict[str, Any] = {f.name: type(f.default) for f in fields(Recipe)}
 # Keys whose every value is tried when bounding the space's smallest count from below: the count is
-# monotone in all other keys, but not in these (fewer stages enlarge a non-global pool's head).
-NON_MONOTONE = ("stages", "pool", "block", "se")
+# monotone in all other keys, but not in these (fewer stages enlarge a non-global pool's head; a
+# larger expansion narrows a bottleneck but widens an mbconv).
+NON_MONOTONE = ("stages", "pool", "block", "se", *sorted(BLOCK_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -140,8 +144,9 @@ class Space:
         if "channels" not in spec:
             width, growth = get("width"), get("growth") if "growth" in a else 2.0
             spec["channels"] = [round_width(width * growth**i) for i in range(n)]
+        spec["block"] = get("block") if "block" in a else ArchSpec.block  # first: it decides what else is read
         for key in ARCH_KEYS:
-            if key not in ("stages", "width", "growth", *PER_STAGE) and key in a:
+            if key not in ("stages", "width", "growth", "block", *PER_STAGE) and key in a and block_reads(spec["block"], key):
                 spec[key] = get(key)
 
         chosen: dict[str, Any] = {}
@@ -244,6 +249,10 @@ def parse_space(text: str, path: Path) -> Space:
         parsed(recipe, "lr", lambda: _parse_lr_per_optimizer(dict.fromkeys(opts, "default")))
     if isinstance(recipe.get("lr"), dict) and ("optimizer" in recipe or "optimizer" not in recipe_raw):
         mistakes += [f"recipe.lr: no learning rate for optimizer {o!r}." for o in opts if o not in recipe["lr"]]
+    block = arch.get("block", ArchSpec.block)
+    blocks = [b for b in (block.dist.choices if isinstance(block, Param) else (block,)) if b in BLOCKS]
+    mistakes += [f"arch.{key}: no block of this space reads it ({', '.join(blocks)})." for key in arch
+                 if blocks and not any(block_reads(b, key) for b in blocks)]  # fmt: skip
     if mistakes:
         head = f"{path}: " if len(mistakes) == 1 else f"{path}: {len(mistakes)} mistakes: "
         raise SpaceError(head + " ".join(m if len(mistakes) == 1 else f"({i}) {m}" for i, m in enumerate(mistakes, 1)))
@@ -410,6 +419,8 @@ def _checked(where: str, key: str, entry: Any, probe: Callable[[str, Any], None]
 def _arch_probe(key: str, v: Any) -> None:
     if key in ("stem_kernel", "kernel", "skip_kernel", "block", "se", "dropout", "drop_path"):
         ArchSpec(blocks=(1,), channels=(8,), **{key: v})
+    elif key in BLOCK_FIELDS:
+        ArchSpec(blocks=(1,), channels=(8,), block=next(b.name for b in BLOCKS.values() if key in b.fields), **{key: v})
     elif key in ("stages", "blocks", "width", "channels", "stem_channels") and v < 1:
         raise SpaceError(f"{key} must be at least 1.")
     elif key == "growth" and v <= 0:

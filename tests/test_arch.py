@@ -80,3 +80,35 @@ def test_drop_path_grows_linearly_over_depth():
     rates = [b.drop_path.p for b in model.blocks]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
     assert rates == sorted(rates)
+
+
+def test_block_only_fields_take_the_blocks_default_and_stay_out_of_other_blocks_dicts():
+    assert "expansion" not in ArchSpec(blocks=[1], channels=[8]).to_dict()  # dicts stored by older nas compare equal
+    assert ArchSpec(blocks=[1], channels=[8], block="bottleneck").expansion == BLOCKS["bottleneck"].fields["expansion"]
+    spec = ArchSpec(blocks=[1], channels=[8], block="mbconv", expansion=3)
+    assert spec.to_dict()["expansion"] == 3 and ArchSpec.from_dict(spec.to_dict()) == spec
+    assert "expansion 3" in spec.describe() and "skip" not in spec.describe()
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(block="basic", expansion=4), "expansion applies to bottleneck and mbconv blocks, not to basic"),
+        (dict(block="mbconv", expansion=0), "expansion must be at least 1"),
+        (dict(block="mbconv", skip_kernel=3), "no projection skip"),
+        (dict(block="bottleneck", expansion="4"), "must be an integer"),
+    ],
+)
+def test_block_fields_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ArchSpec(blocks=[1], channels=[8], **kwargs)
+
+
+def test_bottleneck_narrows_and_mbconv_widens_by_the_expansion():
+    b = build_model(ArchSpec(blocks=[1], channels=[64], stem_channels=32, block="bottleneck", expansion=4)).blocks[0]
+    assert (b.conv1.in_channels, b.conv1.out_channels, b.conv3.out_channels) == (32, 16, 64)
+    m = build_model(ArchSpec(blocks=[2, 1], channels=[16, 24], block="mbconv", expansion=6)).blocks
+    assert m[0].depthwise.groups == m[0].depthwise.out_channels == 96
+    assert [blk.residual for blk in m] == [True, True, False]  # the stride-2 block changes the shape
+    assert isinstance(build_model(ArchSpec(blocks=[1], channels=[8], block="mbconv", expansion=1)).blocks[0].expand,
+                      torch.nn.Identity)  # fmt: skip

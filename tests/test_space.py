@@ -3,6 +3,7 @@ import random
 import pytest
 
 from nas.arch import ArchSpec
+from nas.blocks import BLOCKS
 from nas.count import count_macs, count_params
 from nas.recipe import Recipe
 from nas.space import DEFAULT_SPACE, SpaceError, load_preset, load_space, preset_names
@@ -16,8 +17,8 @@ def write(tmp_path, text, name="space.yaml"):
     return path
 
 
-def test_default_and_tiny_spaces_load_and_decode():
-    for name in (DEFAULT_SPACE, "tiny"):
+def test_shipped_spaces_load_and_decode():
+    for name in (DEFAULT_SPACE, "tiny", "micro"):
         space = load_space(name)
         rng = random.Random(0)
         for _ in range(300):
@@ -28,8 +29,9 @@ def test_default_and_tiny_spaces_load_and_decode():
 def test_default_space_covers_every_dimension():
     space = load_space()
     for key in ("stages", "blocks", "width", "growth", "stem_channels", "stem_kernel", "kernel", "skip_kernel",
-                "pool", "block", "se", "dropout", "drop_path"):  # fmt: skip
+                "pool", "block", "expansion", "se", "dropout", "drop_path"):  # fmt: skip
         assert key in space.arch
+    assert set(space.arch["block"].dist.choices) == set(BLOCKS) == set(load_space("micro").arch["block"].dist.choices)
     assert set(space.recipe["optimizer"].dist.choices) == {"sgd", "sgd-nesterov", "adam", "adamw", "adadelta", "adagrad",
                                                      "asgd", "rmsprop"}  # fmt: skip
     assert set(space.recipe["lr"]) == set(space.recipe["optimizer"].dist.choices)
@@ -85,12 +87,63 @@ def test_channels_follow_width_and_growth():
     assert spec.channels == (24, 40, 56)  # 24, 36 -> 40, 54 -> 56: multiples of 8
 
 
-def test_smallest_configuration_bounds_the_space():
-    space = load_space()
+@pytest.mark.parametrize("name", [DEFAULT_SPACE, "micro"])
+def test_smallest_configuration_bounds_the_space(name):
+    space = load_space(name)
     smallest = count_params(space.smallest())
     rng = random.Random(2)
     assert all(count_params(space.sample(rng)[0]) >= smallest for _ in range(2000))
     assert count_params(space.smallest(classes=100)) > smallest
+
+
+def test_micro_space_is_microcontroller_sized():
+    """What fits --budget 100k in the micro space is around MLPerf Tiny's ResNet-8 (78k parameters,
+    12.5M MACs): near the budget, a median in the tens of millions of MACs, never a GMAC."""
+    space, rng = load_space("micro"), random.Random(3)
+    near = sorted(count_macs(s) for s in (space.sample(rng)[0] for _ in range(3000)) if 70_000 <= count_params(s) <= 100_000)
+    assert len(near) > 100
+    assert 10e6 < near[len(near) // 2] < 40e6 and near[-1] < 200e6
+    assert set(space.recipe["optimizer"].dist.choices) == {"sgd", "sgd-nesterov", "adam", "adamw"}
+
+
+@pytest.mark.parametrize("block,reads,skips", [("basic", ["skip_kernel"], ["expansion"]),
+                                               ("bottleneck", ["skip_kernel", "expansion"], []),
+                                               ("mbconv", ["expansion"], ["skip_kernel"])])  # fmt: skip
+def test_block_fields_are_sampled_only_for_blocks_that_read_them(block, reads, skips):
+    pick = Recorder()
+    spec, _ = load_space().decode(lambda name, p: block if name == "block" else pick(name, p))
+    assert spec.block == block
+    assert all(k in pick.params for k in reads) and not any(k in pick.params for k in skips)
+    assert (spec.expansion is None) == ("expansion" in skips)
+
+
+def test_a_block_field_no_block_of_the_space_reads_is_a_mistake(tmp_path):
+    path = write(tmp_path, MINIMAL + "  block: basic\n  expansion: {choice: [2, 4]}\n")
+    with pytest.raises(SpaceError, match=r"arch.expansion: no block of this space reads it \(basic\)"):
+        load_space(path)
+    path = write(tmp_path, MINIMAL + "  block: mbconv\n  skip_kernel: 3\n")
+    with pytest.raises(SpaceError, match="arch.skip_kernel: no block of this space reads it"):
+        load_space(path)
+
+
+def test_trials_of_older_studies_rebuild_exactly():
+    """Params and space texts stored by nas before the block registry (tests/data, made with that
+    code) decode to the very ArchSpec and Recipe dicts it stored, --fill-budget trials included:
+    what `nas retrain` compares before retraining an old study's trial."""
+    import json
+    from pathlib import Path
+
+    from nas.count import fit_width
+    from nas.space import parse_space
+
+    old = json.loads((Path(__file__).parent / "data" / "trials_before_block_registry.json").read_text())
+    spaces = {name: parse_space(text, Path(f"{name}.yaml")) for name, text in old["spaces"].items()}
+    assert len(old["trials"]) >= 30 and any(t["fill_budget"] for t in old["trials"])
+    for t in old["trials"]:
+        spec, recipe = spaces[t["space"]].from_params(t["params"])
+        if t["fill_budget"]:
+            spec = fit_width(spec, t["fill_budget"])
+        assert spec.to_dict() == t["arch"] and recipe.to_dict() == t["recipe"]
 
 
 def test_presets_load_and_match_published_counts():
