@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import fields
 from typing import Any
 
 from nas import __version__
@@ -262,6 +263,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _add_search(sub: Any) -> None:
+    from pathlib import Path
+
+    from nas.search import SearchConfig as D  # its defaults are the flags' defaults
+    from nas.study import PRUNERS, SAMPLERS, budget_label
+
     p = sub.add_parser(
         "search",
         help="search the space for the most accurate configuration within the budget",
@@ -269,24 +275,26 @@ def _add_search(sub: Any) -> None:
         "counter before anything is built; the rest are scored by short proxy trainings on a validation split. "
         "Re-running the same command resumes the study.",
     )
-    p.add_argument("--budget", type=parse_count, default=5_000_000, help="parameter budget: 5e6, 5000000 or 5M (default 5M)")
-    p.add_argument("--trials", type=int, default=200, help="trained trials wanted, all workers together (default 200)")
-    p.add_argument("--space", default=None, help="search-space YAML or its name (default: search_spaces/resnet_cifar.yaml)")
-    p.add_argument("--study", help="study name (default: <space>-<dataset>-<budget>)")
-    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db); postgresql://..., "
-                   "mysql://..., or journal:PATH for many processes on one machine")  # fmt: skip
-    add_data_flags(p)
-    p.add_argument("--sampler", choices=["tpe", "random", "gp", "nsga2"], default="tpe")
-    p.add_argument("--pruner", choices=["hyperband", "median", "none"], default="hyperband")
-    p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
-    p.add_argument("--proxy-subset", type=float, default=1.0, help="fraction of the training split proxies train on")
-    p.add_argument("--val-size", type=int, help="validation images carved from the training set (default 10%%)")
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--fill-budget", action="store_true", help="scale each proposal's widths to use 90-100%% of the budget")
+    p.add_argument("--budget", type=parse_count, default=D.budget,
+                   help=f"parameter budget: 5e6, 5000000 or 5M (default {budget_label(D.budget)})")
+    p.add_argument("--trials", type=int, default=D.trials, help="trained trials wanted, all workers together (default %(default)s)")
+    p.add_argument("--space", default=D.space, help=f"search-space YAML or its name (default: search_spaces/{Path(D.space).name})")
+    p.add_argument("--study", default=D.study, help="study name (default: <space>-<dataset>-<budget>)")
+    p.add_argument("--storage", default=D.storage, help="Optuna storage URL (default sqlite:///studies/<study>.db); "
+                   "postgresql://..., mysql://..., or journal:PATH for many processes on one machine")
+    add_data_flags(p, default=D.dataset)
+    p.add_argument("--sampler", choices=SAMPLERS, default=D.sampler)
+    p.add_argument("--pruner", choices=PRUNERS, default=D.pruner)
+    p.add_argument("--proxy-epochs", type=int, default=D.proxy_epochs, help="epochs of each proxy training (default %(default)s)")
+    p.add_argument("--proxy-subset", type=float, default=D.proxy_subset, help="fraction of the training split proxies train on")
+    p.add_argument("--val-size", type=int, default=D.val_size, help="validation images carved from the training set (default 10%%)")
+    p.add_argument("--split-seed", type=int, default=D.split_seed)
+    p.add_argument("--fill-budget", action="store_true", default=D.fill_budget,
+                   help="scale each proposal's widths to use 90-100%% of the budget")
     p.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: every visible GPU; 'cpu' for the CPU)")
     p.add_argument("--jobs-per-gpu", type=int, default=2, help="concurrent trials per GPU (default 2)")
-    p.add_argument("--seed", type=int, help="sampler seed")
-    p.add_argument("--timeout", type=parse_duration, help="start no trial after this long: 2h, 30m, 90s")
+    p.add_argument("--seed", type=int, default=D.seed, help="sampler seed")
+    p.add_argument("--timeout", type=parse_duration, default=D.timeout, help="start no trial after this long: 2h, 30m, 90s")
     p.add_argument("--record", metavar="PATH", help="append the run's summary to this Markdown file")
     p.set_defaults(run=run_search)
 
@@ -314,15 +322,9 @@ def run_search(args: argparse.Namespace) -> int:
     from nas.progress import Progress
     from nas.search import SearchConfig
     from nas.search import run_search as search
-    from nas.space import DEFAULT_SPACE
 
-    cfg = SearchConfig(
-        budget=args.budget, trials=args.trials, space=args.space or str(DEFAULT_SPACE), dataset=args.dataset,
-        data_dir=args.data_dir, study=args.study, storage=args.storage, sampler=args.sampler, pruner=args.pruner,
-        proxy_epochs=args.proxy_epochs, proxy_subset=args.proxy_subset, val_size=args.val_size,
-        split_seed=args.split_seed, fill_budget=args.fill_budget, devices=search_devices(args.gpus, args.jobs_per_gpu),
-        seed=args.seed, timeout=args.timeout,
-    )  # fmt: skip
+    cfg = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig) if f.name != "devices"},
+                       devices=search_devices(args.gpus, args.jobs_per_gpu))  # fmt: skip
     progress = Progress()
     try:
         study = search(cfg, progress)

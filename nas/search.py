@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
-from nas.space import Space, load_space
+from nas.space import DEFAULT_SPACE, Space, load_space
 from nas.study import (REJECTED, StoredTrial, counts, default_study_name, make_pruner, make_sampler,
                        open_search_study, storage_url, undecided)  # fmt: skip
 
@@ -46,18 +46,21 @@ FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budg
 
 @dataclass(frozen=True)
 class SearchConfig:
-    budget: int
-    trials: int
-    space: str
+    """A search's settings. `nas search` has one flag per field (devices comes from --gpus and
+    --jobs-per-gpu) and takes its defaults from here: the one place they live."""
+
+    budget: int = 5_000_000
+    trials: int = 200  # trained trials wanted, all workers together
+    space: str = str(DEFAULT_SPACE)
     dataset: str = "cifar10"
     data_dir: str | None = None
-    study: str | None = None
-    storage: str | None = None
+    study: str | None = None  # None: <space>-<dataset>-<budget>
+    storage: str | None = None  # None: sqlite:///studies/<study>.db
     sampler: str = "tpe"
     pruner: str = "hyperband"
-    proxy_epochs: int = 4
+    proxy_epochs: int = 5  # chosen for the 20-minute/200-trial target, not yet tuned on a GPU
     proxy_subset: float = 1.0
-    val_size: int | None = None
+    val_size: int | None = None  # None: 10% of the training set
     split_seed: int = 0
     fill_budget: bool = False
     devices: tuple[str, ...] = ("cpu",)  # one worker per entry: "cuda:0", "cuda:0", "cuda:1", ...

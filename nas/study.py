@@ -113,6 +113,10 @@ def load_study(storage: str | None, study: str | None) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=store)
 
 
+SAMPLERS = ("tpe", "random", "gp", "nsga2")  # what make_sampler builds: --sampler's choices
+PRUNERS = ("hyperband", "median", "none")  # what make_pruner builds: --pruner's choices
+
+
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=True is, and we rely on it
     if name == "tpe":
@@ -130,7 +134,7 @@ def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; use tpe, random, gp or nsga2.")
+    raise ValueError(f"unknown sampler {name!r}; use {', '.join(SAMPLERS)}.")
 
 
 def make_pruner(name: str, proxy_epochs: int) -> optuna.pruners.BasePruner:
@@ -140,7 +144,7 @@ def make_pruner(name: str, proxy_epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     if name == "none":
         return optuna.pruners.NopPruner()
-    raise ValueError(f"unknown pruner {name!r}; use hyperband, median or none.")
+    raise ValueError(f"unknown pruner {name!r}; use {', '.join(PRUNERS)}.")
 
 
 def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,

@@ -99,3 +99,18 @@ def test_user_errors_are_nas_errors():
     with pytest.raises(SpaceError) as e:
         load_space("no-such-space")
     assert isinstance(e.value, NasError)
+
+
+def test_search_flags_are_search_config_fields_with_its_defaults():
+    """SearchConfig holds the defaults; nas search has one flag per field (devices comes from
+    --gpus and --jobs-per-gpu), so the config is built from the flags in one expression."""
+    from dataclasses import fields
+
+    from nas.cli import build_parser
+    from nas.search import SearchConfig
+
+    args = build_parser().parse_args(["search"])
+    for f in fields(SearchConfig):
+        if f.name != "devices":
+            assert getattr(args, f.name) == f.default, f.name
+    assert SearchConfig().proxy_epochs == 5
