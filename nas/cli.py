@@ -206,6 +206,9 @@ def _count_space(args: argparse.Namespace) -> int:
     print(f"budget       {s['budget']:,}: {s['within_budget']:.1%} of samples within")
     print(f"smallest     {s['smallest']:,} parameters")
     print("parameters   " + "  ".join(f"{k} {v / 1e6:.2f}M" for k, v in s["percentiles"].items()))
+    if s["macs_within_budget"]:
+        print("MACs         " + "  ".join(f"{k} {v / 1e6:,.1f}M" for k, v in s["macs_within_budget"].items())
+              + "  per image, of those within budget")  # fmt: skip
     print(f"speed        {s['specs_per_s']:,.0f} specs/s sampled and counted; "
           f"count_params alone {s['count_params_per_s']:,.0f} calls/s")  # fmt: skip
     return 0

@@ -435,23 +435,27 @@ def _recipe_probe(key: str, v: Any) -> None:
 
 def survey(space: Space, budget: float, samples: int, seed: int = 0, **data: int) -> dict[str, Any]:
     """Sample `space` at random and count every configuration: the share within `budget`, count
-    percentiles, and the rates of sampling+counting and of the counter alone."""
+    percentiles, the MACs of those within the budget, and the rates of sampling+counting and of
+    the counter alone."""
     import time
 
-    from nas.count import count_params
+    from nas.count import count_macs, count_params
 
     rng = random.Random(seed)
     t0 = time.perf_counter()
     specs = [space.sample(rng, **data)[0] for _ in range(samples)]
     t1 = time.perf_counter()
-    counts = sorted(count_params(s) for s in specs)
+    counts = [count_params(s) for s in specs]
     t2 = time.perf_counter()
-    pct = lambda q: counts[min(len(counts) - 1, int(q / 100 * len(counts)))]  # noqa: E731
+    macs = sorted(count_macs(s) for s, c in zip(specs, counts) if c <= budget)
+    counts.sort()
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q / 100 * len(xs)))]  # noqa: E731
     return {
         "samples": samples,
         "budget": int(budget),
         "within_budget": sum(c <= budget for c in counts) / samples,
-        "percentiles": {f"p{q}": pct(q) for q in (0, 5, 25, 50, 75, 95, 100)},
+        "percentiles": {f"p{q}": pct(counts, q) for q in (0, 5, 25, 50, 75, 95, 100)},
+        "macs_within_budget": {f"p{q}": pct(macs, q) for q in (0, 5, 50, 95, 100)} if macs else None,
         "smallest": count_params(space.smallest(**data)),
         "specs_per_s": samples / (t2 - t0),
         "count_params_per_s": samples / (t2 - t1),

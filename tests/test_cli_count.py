@@ -36,8 +36,10 @@ def test_count_space_reports_share_percentiles_and_speed(capsys):
     assert result["percentiles"]["p0"] <= result["percentiles"]["p50"] <= result["percentiles"]["p100"]
     assert result["smallest"] == result["percentiles"]["p0"] or result["smallest"] < result["percentiles"]["p0"]
     assert result["specs_per_s"] > 0 and result["count_params_per_s"] > result["specs_per_s"]
+    macs = result["macs_within_budget"]
+    assert 0 < macs["p0"] <= macs["p50"] <= macs["p100"]
     code, out, _ = run(capsys, "count", "--space", "tiny", "--budget", "20k", "--samples", "500")
-    assert "within" in out and "calls/s" in out
+    assert "within" in out and "calls/s" in out and "of those within budget" in out
 
 
 @pytest.mark.parametrize(
