@@ -165,12 +165,6 @@ def test_mbconv_term_equals_torchvisions_inverted_residual(a, c, stride, t):
     assert reference.use_res_connect == (stride == 1 and a == c)
 
 
-def test_mlperf_tiny_resnet8_shape():
-    """MLPerf Tiny's CIFAR-10 ResNet-8 (3 stages of one basic block, 16-32-64): the size the micro
-    space is built around, ~78k parameters and ~12.5M MACs."""
-    spec = ArchSpec(blocks=[1, 1, 1], channels=[16, 32, 64])
-    assert count_params(spec) == 78_042 and count_macs(spec) == 12_501_632
-
 
 def test_fit_width_stays_within_budget_where_a_vanishing_skip_makes_the_count_dip():
     """A stem of 16 and a first stage of 12: at multiplier 0.995 they round to 16 and 8 (a skip
