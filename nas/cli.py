@@ -94,6 +94,18 @@ def pool_value(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"pool is 'global' or an integer P, got {text!r}")
 
 
+def output_file(text: str) -> str:
+    """A file the command will write: its folder must exist now, not only when the work is done."""
+    from pathlib import Path
+
+    folder = Path(text).expanduser().parent
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    return text
+
+
 def add_data_flags(p: argparse.ArgumentParser, default: str | None = "cifar10") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default,
@@ -232,7 +244,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--accuracy-run", type=int, default=0, metavar="N", help="then train N epochs and test")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (costs ~30 s per architecture)")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
-    p.add_argument("--record", metavar="PATH", help="append the result to this Markdown file "
+    p.add_argument("--record", metavar="PATH", type=output_file, help="append the result to this Markdown file "
                    "(e.g. benchmarks/RESULTS.md)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run_bench)
@@ -298,7 +310,7 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--jobs-per-gpu", type=int, default=2, help="concurrent trials per GPU (default 2)")
     p.add_argument("--seed", type=int, default=D.seed, help="sampler seed")
     p.add_argument("--timeout", type=parse_duration, default=D.timeout, help="start no trial after this long: 2h, 30m, 90s")
-    p.add_argument("--record", metavar="PATH", help="append the run's summary to this Markdown file")
+    p.add_argument("--record", metavar="PATH", type=output_file, help="append the run's summary to this Markdown file")
     p.set_defaults(run=run_search)
 
 
@@ -474,7 +486,7 @@ def _add_predict(sub: Any) -> None:
     which.add_argument("--model", help="a model.pt written by nas retrain")
     add_study_flags(p)
     p.add_argument("--images", required=True, help="folder of images (searched recursively)")
-    p.add_argument("--out", default="predictions.csv", help="CSV to write (default predictions.csv)")
+    p.add_argument("--out", default="predictions.csv", type=output_file, help="CSV to write (default predictions.csv)")
     p.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
     p.add_argument("--device")
     p.set_defaults(run=run_predict)

@@ -116,3 +116,11 @@ def test_search_flags_are_search_config_fields_with_its_defaults():
         if f.name != "devices":
             assert getattr(args, f.name) == f.default, f.name
     assert SearchConfig().proxy_epochs == 5
+
+
+@pytest.mark.parametrize("argv", [["search", "--record", "/no/such/folder/r.md"],
+                                  ["predict", "--trial", "1", "--images", ".", "--out", "/no/such/folder/p.csv"]])  # fmt: skip
+def test_an_output_file_in_a_missing_folder_is_refused_before_any_work(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "folder /no/such/folder does not exist" in capsys.readouterr().err
