@@ -156,10 +156,11 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
                                 sampler=sampler, pruner=pruner)  # fmt: skip
     stored = study.user_attrs
     if "budget" not in stored:
-        for key, value in identity.items():
+        # "budget" marks a study as made, so it is written last: a worker that opens the study while
+        # this one writes it sees either no identity (and writes the same) or all of it.
+        attrs = {**identity, "versions": _versions(), "space_path": str(space_path)}
+        for key, value in sorted(attrs.items(), key=lambda kv: kv[0] == "budget"):
             study.set_user_attr(key, value)
-        study.set_user_attr("versions", _versions())
-        study.set_user_attr("space_path", str(space_path))
     else:
         for key in STUDY_IDENTITY:
             if stored.get(key) != identity[key]:

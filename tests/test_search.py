@@ -425,3 +425,18 @@ def test_one_command_with_several_workers_spawns_them_and_shows_their_trials(her
         t.user_attrs["worker"]["pid"] for t in held}  # fmt: skip
     assert out.getvalue().count(" val 0.") + out.getvalue().count("pruned after") == 4
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_a_new_studys_identity_is_marked_made_only_once_complete(monkeypatch):
+    """Workers started together open the new study at once: one writes its identity while another
+    checks it. "budget", which marks a made study, must come last, or the checker sees a partial
+    identity and refuses the study as made with another split."""
+    from nas.study import STUDY_IDENTITY, open_search_study
+
+    written = []
+    real = optuna.Study.set_user_attr
+    monkeypatch.setattr(optuna.Study, "set_user_attr", lambda self, k, v: written.append(k) or real(self, k, v))
+    identity = {key: key for key in STUDY_IDENTITY} | {"budget": 1000}
+    url = "sqlite:///:memory:"
+    open_search_study("s", url, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), identity, "x.yaml")
+    assert written[-1] == "budget" and set(STUDY_IDENTITY) <= set(written)
