@@ -7,7 +7,7 @@ No torch here: `nas.train` turns a Recipe into optimizers and learning rates.
 
 Optimizers are registered in OPTIMIZERS, one `OptimInfo` each (as timm registers its optimizers):
 adding one is one entry. Its class is named by import path, so this module stays torch-free;
-tests/test_registry.py builds every entry on CPU and checks its flags against the class.
+tests/test_optimizers.py builds every entry on CPU and checks its flags against the class.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from nas.errors import ConfigError
-
 
 
 @dataclass(frozen=True)
