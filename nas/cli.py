@@ -292,6 +292,8 @@ def _add_search(sub: Any) -> None:
     )
     p.add_argument("--budget", type=parse_count, default=D.budget,
                    help=f"parameter budget: 5e6, 5000000 or 5M (default {budget_label(D.budget)})")
+    p.add_argument("--max-macs", type=parse_count, default=D.max_macs, metavar="MACS",
+                   help="also reject proposals over this many multiply-accumulates per image, e.g. 25M (default: no limit)")
     p.add_argument("--trials", type=int, default=D.trials, help="trained trials wanted, all workers together (default %(default)s)")
     p.add_argument("--space", default=D.space, help=f"search-space YAML or its name (default: search_spaces/{Path(D.space).name})")
     p.add_argument("--study", default=D.study, help="study name (default: <space>-<dataset>-<budget>)")

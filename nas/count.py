@@ -53,9 +53,10 @@ def count_macs(spec: ArchSpec) -> int:
     return total + spec.head_features * spec.classes
 
 
-def fit_width(spec: ArchSpec, budget: int) -> ArchSpec:
+def fit_width(spec: ArchSpec, budget: int, max_macs: int | None = None) -> ArchSpec:
     """`spec` with every width (stem and stages) scaled by the largest uniform multiplier whose
-    parameter count stays within `budget`, each width rounded to a multiple of 8 (at least 8).
+    parameter count stays within `budget` (and MACs within `max_macs`, where given), each width
+    rounded to a multiple of 8 (at least 8). MACs grow with every width as parameters do.
 
     A bisection on the counter alone finds the boundary, as the count grows with the multiplier:
     every block term is monotone in every width. One thing is not: a projection skip exists only
@@ -75,18 +76,22 @@ def fit_width(spec: ArchSpec, budget: int) -> ArchSpec:
             stem_channels=round_width(spec.stem_channels * m),
         )
 
+    def fits(s: ArchSpec) -> bool:
+        return count_params(s) <= budget and (max_macs is None or count_macs(s) <= max_macs)
+
     smallest = scaled(0.0)
-    if count_params(smallest) > budget:
+    if not fits(smallest):
         raise ConfigError(
-            f"even at width 8 everywhere this architecture has {count_params(smallest):,} parameters, "
-            f"over the budget of {budget:,}."
+            f"even at width 8 everywhere this architecture has {count_params(smallest):,} parameters and "
+            f"{count_macs(smallest):,} MACs, over the budget of {budget:,}"
+            + (f" or the MAC limit of {max_macs:,}." if max_macs else ".")
         )
     lo, hi = 0.0, 1.0
-    while count_params(scaled(hi)) <= budget:  # grow until over budget
+    while fits(scaled(hi)):  # grow until over
         lo, hi = hi, hi * 2
     for _ in range(50):
         mid = (lo + hi) / 2
-        if count_params(scaled(mid)) <= budget:
+        if fits(scaled(mid)):
             lo = mid
         else:
             hi = mid

@@ -57,7 +57,7 @@ def trial_target(study: optuna.Study, number: int, shape: dict[str, int]) -> Tar
     space = parse_space(attrs["space"], Path(attrs.get("space_path", "space.yaml")))
     spec, recipe = space.from_params(trial.params, **shape)
     if attrs.get("fill_budget"):
-        spec = fit_width(spec, attrs["budget"])
+        spec = fit_width(spec, attrs["budget"], attrs.get("max_macs"))
     if spec.to_dict() != trial.user_attrs["arch"] or recipe.to_dict() != trial.user_attrs["recipe"]:
         raise NasError(f"trial {number}'s params no longer rebuild what it trained (was the study made by "
                          f"another version of nas, or on other data?).")  # fmt: skip

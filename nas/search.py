@@ -50,6 +50,7 @@ class SearchConfig:
     --jobs-per-gpu) and takes its defaults from here: the one place they live."""
 
     budget: int = 5_000_000
+    max_macs: int | None = None  # MACs per image, forward; None: no limit
     trials: int = 200  # trained trials wanted, all workers together
     space: str = str(DEFAULT_SPACE)
     dataset: str = "cifar10"
@@ -206,23 +207,30 @@ class Worker:
         try:
             spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data.shape)
             if cfg.fill_budget:
-                spec = fit_width(spec, cfg.budget)
+                spec = fit_width(spec, cfg.budget, cfg.max_macs)
         except NasError as e:  # an impossible combination (say, a pool that does not divide the map)
             trial.set_constraint("budget", 1.0)
             trial.set_user_attr("reason", "invalid")
             trial.set_user_attr("error", str(e))
             raise optuna.TrialPruned(str(e)) from None
-        params = count_params(spec)
+        params, macs = count_params(spec), count_macs(spec)
         # <= 0 is feasible. With --fill-budget, a candidate no width multiple of 8 brings to 90% of
-        # the budget (a deep net of narrow stages: one step of 8 channels adds 50%) is infeasible too.
-        floor = FILL_MIN * cfg.budget if cfg.fill_budget else 0
+        # the budget (a deep net of narrow stages: one step of 8 channels adds 50%) is infeasible too,
+        # unless the MAC limit is what stops it.
+        fills_macs = cfg.max_macs is not None and macs >= FILL_MIN * cfg.max_macs
+        floor = FILL_MIN * cfg.budget if cfg.fill_budget and not fills_macs else 0
         trial.set_constraint("budget", max(params - cfg.budget, floor - params) / cfg.budget)
-        for key, value in {"params": params, "macs": count_macs(spec), "arch": spec.to_dict(),
+        if cfg.max_macs is not None:  # a constraint of its own: the sampler learns each limit apart
+            trial.set_constraint("macs", (macs - cfg.max_macs) / cfg.max_macs)
+        for key, value in {"params": params, "macs": macs, "arch": spec.to_dict(),
                            "recipe": recipe.to_dict()}.items():  # fmt: skip
             trial.set_user_attr(key, value)
         if params > cfg.budget:
             trial.set_user_attr("reason", "over_budget")
             raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {cfg.budget:,}")
+        if cfg.max_macs is not None and macs > cfg.max_macs:
+            trial.set_user_attr("reason", "over_macs")
+            raise optuna.TrialPruned(f"{macs:,} MACs per image, over the limit of {cfg.max_macs:,}")
         if params < floor:
             trial.set_user_attr("reason", "underfilled")
             raise optuna.TrialPruned(f"{params:,} parameters, under {FILL_MIN:.0%} of the budget at any width")
@@ -275,21 +283,23 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
         raise NasError("--trials must be at least 1.")
     if cfg.proxy_epochs < 1:
         raise NasError("--proxy-epochs must be at least 1.")
+    if cfg.max_macs is not None and cfg.max_macs < 1:
+        raise NasError("--max-macs must be at least 1.")
     ds = load_dataset(cfg.dataset, cfg.data_dir)
-    smallest = space.smallest(**ds.shape)
-    if count_params(smallest) > cfg.budget:
-        raise NasError(
-            f"no configuration of {space.path} fits a budget of {cfg.budget:,} parameters: the smallest "
-            f"({smallest.describe()}) has {count_params(smallest):,}."
-        )
+    for measure, limit, what in ((count_params, cfg.budget, "a budget of {:,} parameters"),
+                                 (count_macs, cfg.max_macs, "a limit of {:,} MACs per image")):  # fmt: skip
+        smallest = space.smallest(measure, **ds.shape)
+        if limit is not None and measure(smallest) > limit:
+            raise NasError(f"no configuration of {space.path} fits {what.format(limit)}: the smallest "
+                           f"({smallest.describe()}) has {measure(smallest):,}.")  # fmt: skip
     split = validation_split(ds, cfg.val_size, cfg.split_seed, cfg.proxy_subset)
-    identity = {"budget": cfg.budget, "space": space.text, "dataset": cfg.dataset, "split": split.info,
+    identity = {"budget": cfg.budget, "max_macs": cfg.max_macs, "space": space.text, "dataset": cfg.dataset, "split": split.info,
                 "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset, "fill_budget": cfg.fill_budget}  # fmt: skip
     return space, split, identity
 
 
 def _open_study(cfg: SearchConfig, space: Space, identity: dict[str, Any]) -> optuna.Study:
-    name = cfg.study or default_study_name(space, cfg.dataset, cfg.budget)
+    name = cfg.study or default_study_name(space, cfg.dataset, cfg.budget, cfg.max_macs)
     return open_search_study(name, storage_url(cfg.storage, name), make_sampler(cfg.sampler, cfg.seed),
                              make_pruner(cfg.pruner, cfg.proxy_epochs), identity, space.path)  # fmt: skip
 

@@ -169,11 +169,13 @@ class Space:
         """Rebuild the exact configuration of a trial from its params."""
         return self.decode(lambda name, _p: params[name], **data)
 
-    def smallest(self, **data: int) -> ArchSpec:
-        """The configuration with the fewest parameters (every value of the non-monotone keys is
-        tried; every other key takes its lowest value): a budget below its count is impossible."""
+    def smallest(self, measure: Callable[[ArchSpec], int] | None = None, **data: int) -> ArchSpec:
+        """The configuration with the fewest parameters, or the least of `measure` (count_macs):
+        every value of the non-monotone keys is tried, every other key takes its lowest value, as
+        both counts grow with every other key. A limit below its figure is impossible."""
         from nas.count import count_params
 
+        measure = measure or count_params
         params = [(k, v) for k, v in self.arch.items() if k in NON_MONOTONE and isinstance(v, Param)]
         best = None
         for combo in itertools.product(*(p.candidates() for _, p in params)):
@@ -183,7 +185,7 @@ class Space:
                 spec, _ = self.decode(pick, **data)
             except NasError:
                 continue
-            if best is None or count_params(spec) < count_params(best):
+            if best is None or measure(spec) < measure(best):
                 best = spec
         if best is None:
             raise SpaceError(f"{self.path}: no configuration of this space is a valid architecture for {data}.")

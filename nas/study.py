@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from nas.space import Space
 
 STUDIES_DIR = Path("studies")
-REJECTED = ("over_budget", "underfilled", "invalid")  # proposals refused before any training
+REJECTED = ("over_budget", "over_macs", "underfilled", "invalid")  # proposals refused before any training
 NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
-STUDY_IDENTITY = ("budget", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget")
+STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget")
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
 
@@ -32,9 +32,10 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
 # ---------------------------------------------------------------------------------------- storage
 
 
-def default_study_name(space: Space, dataset: str, budget: int) -> str:
+def default_study_name(space: Space, dataset: str, budget: int, max_macs: int | None = None) -> str:
     data = dataset.split(":", 1)[0] if not dataset.startswith("imagefolder:") else "imagefolder-" + Path(dataset[12:]).name
-    return f"{space.name}-{data}-{budget_label(budget)}"
+    macs = f"-{budget_label(max_macs)}macs" if max_macs else ""
+    return f"{space.name}-{data}-{budget_label(budget)}{macs}"
 
 
 def budget_label(budget: int) -> str:

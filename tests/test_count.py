@@ -123,6 +123,18 @@ def test_fit_width_is_the_largest_multiplier_within_budget(budget, block):
     assert count_params(fitted) == best
 
 
+def test_fit_width_respects_a_mac_limit_too():
+    spec = ArchSpec(blocks=[1, 1, 1], channels=[16, 32, 64])
+    only_params = fit_width(spec, 100_000)
+    both = fit_width(spec, 100_000, max_macs=10_000_000)
+    assert count_macs(only_params) > 10_000_000  # the limit binds here
+    assert count_params(both) <= 100_000 and count_macs(both) <= 10_000_000
+    wider = ArchSpec(**{**both.to_dict(), "channels": [c + 8 for c in both.channels], "stem_channels": both.stem_channels + 8})
+    assert count_macs(wider) > 10_000_000 or count_params(wider) > 100_000
+    with pytest.raises(ValueError, match="MAC limit of 1,000"):
+        fit_width(spec, 100_000, max_macs=1000)
+
+
 def test_fit_width_rejects_a_budget_nothing_fits():
     with pytest.raises(ValueError, match="over the budget"):
         fit_width(ArchSpec(blocks=[16, 16], channels=[64, 64], classes=1000), 1000)

@@ -80,6 +80,32 @@ def test_over_budget_proposals_never_reach_build_model(here, capsys, monkeypatch
     assert len(built) == 3 and all(count_params(s) <= 12_000 for s in built)
 
 
+def test_a_mac_limit_rejects_with_its_own_reason_and_constraint(here, capsys, monkeypatch):
+    from nas.count import count_macs
+
+    built = []
+    real = nas.train.build_model
+    monkeypatch.setattr(nas.train, "build_model", lambda spec: built.append(spec) or real(spec))
+    code, out, _ = search(capsys, "--trials", "3", "--max-macs", "2M")
+    assert code == 0 and "tiny-synthetic-5M-2Mmacs" in out
+    study = study_of("tiny-synthetic-5M-2Mmacs")
+    assert study.user_attrs["max_macs"] == 2_000_000
+    over = [t for t in study.trials if t.user_attrs.get("reason") == "over_macs"]
+    assert over, "the tiny space under 2M MACs should propose some nets over the limit"
+    for t in over:  # within the parameter budget, over the MAC limit: its own constraint says so
+        assert t.state == TrialState.PRUNED and not counts(t) and not t.intermediate_values
+        assert t.user_attrs["macs"] > 2_000_000 and t.constraints["macs"] > 0 and t.constraints["budget"] <= 0
+    assert len(built) == 3 and all(count_macs(s) <= 2_000_000 for s in built)
+    assert all(t.constraints["macs"] <= 0 for t in study.trials if counts(t))
+    code, _, err = search(capsys, "--trials", "3", "--max-macs", "3M", "--study", "tiny-synthetic-5M-2Mmacs")
+    assert code == 2 and "max_macs" in err  # another limit, another study: scores would not compare
+
+
+def test_impossible_mac_limit_stops_at_once(here, capsys):
+    code, _, err = search(capsys, "--max-macs", "1000")
+    assert code == 2 and "fits a limit of 1,000 MACs per image" in err and "smallest" in err
+
+
 def test_impossible_budget_stops_at_once(here, capsys):
     start = time.monotonic()
     code, _, err = search(capsys, "--budget", "500")
