@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 12's experiment on a CPU: search microcontroller-size nets (<= 100k parameters, <= 25M MACs)
+# on the CIFAR-10 JPEG copy, with TPE and with random sampling as the control, retrain trials spread
+# over the proxy ranking and the hand-designed presets alike, measure the proxy's fidelity, report.
+#
+#   NAS_CIFAR10_JPEG=/path/to/cifar10-jpeg bash benchmarks/tiny_cifar.sh       # logs in studies/tiny-*.log
+#
+# Resumable: every step keeps its results in the studies (studies/tiny-*.db) and checkpoints, so run
+# it again after an interruption and it goes on where it stopped; finished steps are skipped.
+# Knobs (environment): TRIALS (40 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
+# CONTROL (3 random-sampler trials retrained), RESCORE (proxy sizes for benchmarks/proxy_fidelity.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}"
+TRIALS=${TRIALS:-40} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
+RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
+NAS=${NAS:-nas}
+# No pruner: every proxy curve runs to its end, so proxy_fidelity.py can judge what a pruner deciding
+# at epoch k would have seen, and the default pruner is chosen from that.
+SEARCH=(--space micro --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu
+        --proxy-epochs 5 --proxy-subset 0.2 --pruner none --seed 0 --trials "$TRIALS")
+
+step() { echo "== $(date '+%F %T') $*"; }
+
+step "search: TPE"
+$NAS search "${SEARCH[@]}" --study tiny-tpe --record benchmarks/RESULTS.md
+step "search: random sampling (the control)"
+$NAS search "${SEARCH[@]}" --study tiny-random --sampler random --record benchmarks/RESULTS.md
+
+# Trials to retrain: SPREAD from TPE at evenly spaced proxy ranks (the best always among them),
+# the best CONTROL of the random study; each skipped if its retrain is already stored.
+pick() {  # study, how many, spread|top
+    python3 - "$@" <<'PY'
+import sys
+from nas.study import load_study
+from nas.retrain import retrains
+study = load_study(None, sys.argv[1])
+k, how = int(sys.argv[2]), sys.argv[3]
+ranked = [t.number for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -(t.value or 0)) if t.value is not None]
+if how == "spread" and len(ranked) > k:
+    ranked = [ranked[round(i * (len(ranked) - 1) / (k - 1))] for i in range(k)]
+done = retrains(study)
+print(" ".join(str(n) for n in ranked[:k] if f"trial-{n}" not in done))
+PY
+}
+for n in $(pick tiny-tpe "$SPREAD" spread); do
+    step "retrain tiny-tpe trial $n"
+    $NAS retrain --study tiny-tpe --trial "$n" --epochs "$EPOCHS" --resume --device cpu
+done
+for n in $(pick tiny-random "$CONTROL" top); do
+    step "retrain tiny-random trial $n"
+    $NAS retrain --study tiny-random --trial "$n" --epochs "$EPOCHS" --resume --device cpu
+done
+for preset in mlperf-tiny-resnet8; do
+    if ! python3 -c "import sys; from nas.study import load_study; sys.exit('retrain:preset-$preset' not in load_study(None, 'tiny-tpe').user_attrs)"; then
+        step "retrain preset $preset"
+        $NAS retrain --study tiny-tpe --preset "$preset" --epochs "$EPOCHS" --resume --device cpu
+    fi
+done
+
+step "proxy fidelity"
+python3 benchmarks/proxy_fidelity.py --study tiny-tpe --rescore "$RESCORE" --record benchmarks/RESULTS.md
+step "reports"
+$NAS report --study tiny-tpe
+$NAS report --study tiny-random
