@@ -1,9 +1,12 @@
 """Batched augmentation on the device, and the iterator that feeds `fit`.
 
-The permuted training split is augmented in chunks of about CHUNK images, each in a few large
-tensor ops (crop with padding, flip, rotation, normalisation, cutout) stored in the compute dtype;
-batches are contiguous slices of a chunk, so the inner loop launches no augmentation kernels beyond
-mixup or cutmix, moves nothing between host and device, and never waits for the CPU.
+The permuted training split is augmented in chunks of about CHUNK_BYTES of float32 images, each in
+a few large tensor ops (crop with padding, flip, rotation, normalisation, cutout) stored in the
+compute dtype; batches are contiguous slices of a chunk, so the inner loop launches no augmentation
+kernels beyond mixup or cutmix, moves nothing between host and device, and never waits for the CPU:
+every op here is asynchronous on CUDA (no boolean masks, whose `nonzero` reads a count back to the
+host, and no tensors built from Python lists, which are host-to-device copies; tests/test_augment.py
+checks the ops of a whole epoch).
 
 Randomness: per-image draws come from one `torch.Generator` on the device; per-batch scalars (the
 mixup/cutmix lambda and box) from a Python `random.Random`. Both are saved in checkpoints, so a
@@ -21,22 +24,38 @@ import torch.nn.functional as F
 
 from nas.recipe import Recipe
 
-CHUNK = 8192  # images augmented at once: bounds the float temporaries to a few hundred MB
+# Float32 bytes of the images augmented at once: 8,192 CIFAR images (32 px), 512 at 128 px, 167 at
+# 224 px; at least one batch. Augmenting a chunk holds about WORKSPACE_CHUNKS times this at its peak
+# (the float copy, the padded copy, the crop, the flip, the output; then two stored chunks).
+CHUNK_BYTES = 96 * 2**20
+WORKSPACE_CHUNKS = 4
+
+
+def chunk_images(image_shape: tuple[int, ...], batch_size: int) -> int:
+    """Images per augmented chunk: whole batches, about CHUNK_BYTES of float32, at least one batch."""
+    per_batch = 4 * math.prod(image_shape) * batch_size
+    return max(1, CHUNK_BYTES // per_batch) * batch_size
+
+
+def workspace_bytes(image_shape: tuple[int, ...], batch_size: int, images: int) -> int:
+    """Peak device memory of augmenting a chunk of a training set of `images`, beyond the uint8 images."""
+    chunk = min(chunk_images(image_shape, batch_size), max(images, batch_size))
+    return WORKSPACE_CHUNKS * 4 * math.prod(image_shape) * chunk
 
 
 def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, mode: str = "reflect") -> torch.Tensor:
     """Pad by `padding` (reflect, or zeros: black) and cut a random window of the original size
-    from each image. The window is selected with a broadcast mask: one gather, no Python loop."""
+    from each image: one gather with broadcast integer indices (n x 1 x h x 1 rows, n x 1 x 1 x w
+    columns), so no index as large as the images is ever built and the host never waits."""
     n, c, h, w = x.shape
     padded = F.pad(x, (padding,) * 4, mode="reflect" if mode == "reflect" else "constant")
     dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=g)
     dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device, generator=g)
-    ar_h = torch.arange(h + 2 * padding, device=x.device)
-    ar_w = torch.arange(w + 2 * padding, device=x.device)
-    rows = (ar_h >= dy) & (ar_h < dy + h)
-    cols = (ar_w >= dx) & (ar_w < dx + w)
-    mask = rows[:, None, :, None] & cols[:, None, None, :]
-    return padded.masked_select(mask).view(n, c, h, w)  # row-major order is the window's order
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
+    images = torch.arange(n, device=x.device)[:, None, None, None]
+    channels = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[images, channels, rows, cols]
 
 
 def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -89,16 +108,22 @@ def cutmix(x: torch.Tensor, t: torch.Tensor, lam: float, rng: random.Random, g: 
     return x, t * (1 - area) + t[perm] * area
 
 
-def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (or float in [0, 255]) -> float, zero mean and unit variance per channel."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255
-    return (x.float() - m) / s
+class Normalize:
+    """uint8 (or float in [0, 255]) -> float, zero mean and unit variance per channel. The
+    constants go to the device once, here, not on every chunk (each would be a host-to-device copy)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
 
 
 def prepare(x: torch.Tensor, mean, std, dtype: torch.dtype, layout: torch.memory_format) -> torch.Tensor:
     """Normalised evaluation images in the compute dtype and the device's layout, in chunks."""
-    out = [normalize(x[i : i + CHUNK], mean, std).to(dtype) for i in range(0, len(x), CHUNK)]
+    normalize, step = Normalize(mean, std, x.device), chunk_images(x.shape[1:], 1)
+    out = [normalize(x[i : i + step]).to(dtype) for i in range(0, len(x), step)]
     return torch.cat(out).contiguous(memory_format=layout)
 
 
@@ -108,12 +133,14 @@ class TrainBatches:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, mean, std, classes: int,
                  dtype: torch.dtype, seed: int, layout: torch.memory_format = torch.contiguous_format):  # fmt: skip
-        self.x, self.y, self.recipe, self.layout = x, y, recipe, layout
-        self.mean, self.std, self.classes, self.dtype = mean, std, classes, dtype
+        self.x, self.y, self.recipe, self.layout, self.dtype = x, y, recipe, layout, dtype
+        self.normalize = Normalize(mean, std, x.device)
+        self.one_hot = torch.eye(classes, device=x.device)  # rows are soft targets: F.one_hot checks its input on the host
         self.g = torch.Generator(device=x.device).manual_seed(seed)
         self.rng = random.Random(seed)
         self.batch_size = min(recipe.batch_size, len(x))
         self.steps = len(x) // self.batch_size  # the remainder is dropped: every step has one shape
+        self.chunk = chunk_images(x.shape[1:], self.batch_size)
 
     def __len__(self) -> int:
         return self.steps
@@ -121,8 +148,13 @@ class TrainBatches:
     def state_dict(self) -> dict:
         return {"g": self.g.get_state(), "rng": self.rng.getstate()}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.g.set_state(state["g"])
+    def load_state_dict(self, state: dict, device_generator_seed: int | None = None) -> None:
+        """`device_generator_seed`: the state comes from another device type, whose generator state
+        this one cannot take; seed it instead (the per-batch Python draws still carry over)."""
+        if device_generator_seed is None:
+            self.g.set_state(state["g"])
+        else:
+            self.g.manual_seed(device_generator_seed)
         self.rng.setstate(state["rng"])
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +166,7 @@ class TrainBatches:
             x = random_flip(x, self.g)
         if r.rotation:
             x = random_rotate(x, r.rotation, self.g)
-        x = normalize(x, self.mean, self.std)
+        x = self.normalize(x)
         if r.cutout:
             x = cutout(x, r.cutout, r.cutout_holes, self.g)
         return x.to(self.dtype)
@@ -142,9 +174,8 @@ class TrainBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         bs = self.batch_size
         perm = torch.randperm(len(self.x), device=self.x.device, generator=self.g)[: self.steps * bs]
-        chunk = max(1, CHUNK // bs) * bs  # whole batches per chunk: memory stays bounded on any dataset
-        for start in range(0, len(perm), chunk):
-            idx = perm[start : start + chunk]
+        for start in range(0, len(perm), self.chunk):
+            idx = perm[start : start + self.chunk]
             images = self.augment(self.x[idx]).contiguous(memory_format=self.layout)
             yield from self._batches(images, self.y[idx])
 
@@ -153,7 +184,7 @@ class TrainBatches:
         for i in range(len(images) // bs):
             x, t = images[i * bs : (i + 1) * bs], labels[i * bs : (i + 1) * bs]
             if r.mixup or r.cutmix:
-                t = F.one_hot(t, self.classes).float()  # targets stay fp32: rows sum to 1 exactly
+                t = self.one_hot[t]  # targets stay fp32: rows sum to 1 exactly
                 use_cutmix = r.cutmix and (not r.mixup or self.rng.random() < 0.5)
                 alpha = r.cutmix if use_cutmix else r.mixup
                 lam = self.rng.betavariate(alpha, alpha)

@@ -3,8 +3,9 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from nas.augment import TrainBatches, cutmix, cutout, mixup, random_crop, random_flip, random_rotate
+from nas.augment import TrainBatches, chunk_images, cutmix, cutout, mixup, random_crop, random_flip, random_rotate
 from nas.recipe import Recipe
 
 
@@ -101,7 +102,7 @@ def test_train_batches_shapes_targets_and_reproducibility():
 def test_chunked_epochs_use_each_image_at_most_once(monkeypatch):
     import nas.augment
 
-    monkeypatch.setattr(nas.augment, "CHUNK", 40)  # chunks of one 32-image batch
+    monkeypatch.setattr(nas.augment, "CHUNK_BYTES", 40 * 4 * 3 * 4 * 4)  # 40 float images: one 32-image batch
     x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 3, 4, 4).contiguous()
     y = torch.arange(100)
     batches = TrainBatches(x, y, Recipe(batch_size=32, crop_padding=0, flip=False), (0.0,) * 3, (1 / 255,) * 3,
@@ -112,3 +113,58 @@ def test_chunked_epochs_use_each_image_at_most_once(monkeypatch):
     assert len(set(labels.tolist())) == 96  # no image twice
     images = torch.cat([x for x, _ in epoch])[:, 0, 0, 0]  # normalised with mean 0, std 1: the raw value
     assert torch.equal(images, labels.float())  # image i still travels with label i
+
+
+class OpLog(TorchDispatchMode):
+    """Every ATen op that runs, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+# On CUDA, each of these makes the host wait for the device: nonzero (and masked_select, which calls
+# it) reads a count back, _local_scalar_dense is .item(), lift_fresh is a tensor built from Python data.
+HOST_SYNCS = {"masked_select", "nonzero", "_local_scalar_dense", "lift_fresh", "item"}
+
+
+def test_an_epoch_of_augmentation_never_makes_the_host_wait():
+    x = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(96) % 10
+    every_op = Recipe(batch_size=16, crop_padding=2, flip=True, rotation=10, cutout=3, cutout_holes=2, mixup=0.4,
+                      cutmix=1.0)  # fmt: skip
+    for recipe in (every_op, Recipe(batch_size=16, pad_mode="zeros")):
+        with OpLog() as setup:
+            batches = TrainBatches(x, y, recipe, (0.5, 0.4, 0.3), (0.2,) * 3, 10, torch.bfloat16, seed=0)
+        with OpLog() as epoch:
+            out = [(xb.sum(), tb.sum()) for xb, tb in batches]  # touch every batch
+        assert len(out) == 6
+        assert "lift_fresh" in setup.ops  # the normalisation constants: built once, before any epoch
+        assert not HOST_SYNCS & set(epoch.ops), sorted(HOST_SYNCS & set(epoch.ops))
+        assert {"index", "randperm"} <= set(epoch.ops)  # the gathers and the permutation did run in the mode
+
+
+@pytest.mark.parametrize(
+    "shape,batch,images",
+    [((3, 32, 32), 512, 8192), ((3, 32, 32), 100, 8100), ((3, 128, 128), 512, 512), ((3, 224, 224), 64, 128),
+     ((3, 224, 224), 512, 512)],  # fmt: skip
+)
+def test_chunks_are_sized_in_bytes_in_whole_batches(shape, batch, images):
+    assert chunk_images(shape, batch) == images  # 96 MiB of float32 images, at least one batch
+
+
+def test_large_images_are_augmented_in_smaller_chunks(monkeypatch):
+    seen = []
+    augment = TrainBatches.augment
+    monkeypatch.setattr(TrainBatches, "augment", lambda self, x: seen.append(len(x)) or augment(self, x))
+    for size, expected in ((8, [96]), (128, [32, 32, 32])):
+        seen.clear()
+        monkeypatch.setattr("nas.augment.CHUNK_BYTES", 4 * 3 * 8 * 8 * 96 if size == 8 else 4 * 3 * 128 * 128 * 40)
+        x = torch.zeros(96, 3, size, size, dtype=torch.uint8)
+        list(TrainBatches(x, torch.zeros(96, dtype=torch.long), Recipe(batch_size=16, crop_padding=0, flip=False),
+                          (0.5,) * 3, (0.2,) * 3, 10, torch.float32, seed=0))  # fmt: skip
+        assert seen == expected
