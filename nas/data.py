@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from nas.errors import NasError
+from nas.device import check_fits
 
 DEFAULT_DATA_DIR = Path(os.environ.get("NAS_DATA_DIR", Path.home() / ".cache" / "nas"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -62,7 +63,25 @@ class Split:
     def shape(self) -> dict[str, int]:
         return image_shape(self.train_x, self.classes)
 
-    def to(self, device: torch.device | str) -> Split:
+    def device_bytes(self, batch_size: int = 1) -> int:
+        """Device memory `fit` needs for this split, beyond the model: the uint8 images and labels,
+        the validation images prepared for evaluation (fp32 at most) and the augmentation workspace."""
+        from nas.augment import workspace_bytes
+
+        stored = sum(t.nbytes for t in (self.train_x, self.train_y, self.val_x, self.val_y))
+        workspace = workspace_bytes(tuple(self.train_x.shape[1:]), batch_size, len(self.train_x))
+        return stored + 4 * self.val_x.numel() + workspace
+
+    def describe(self) -> str:
+        c, h, w = self.train_x.shape[1:]
+        return f"the data ({len(self.train_x) + len(self.val_x):,} images of {c}x{h}x{w})"
+
+    def to(self, device: torch.device | str, check_memory: bool = True) -> Split:
+        """This split on `device`; refused in one line when a GPU cannot hold it with room to train
+        (`check_memory=False` where the caller has checked already, for all the jobs of a GPU)."""
+        device = torch.device(device)
+        if check_memory and self.train_x.device != device:
+            check_fits(self.device_bytes(), device, self.describe())
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
                        val_x=move(self.val_x), val_y=move(self.val_y))  # fmt: skip

@@ -1,5 +1,7 @@
-"""What each device gets: an indexed name, a memory layout. One place for every per-device choice,
-so training, evaluation and prediction cannot disagree.
+"""What each device gets: an indexed name, a memory layout, a precision, backend settings, a share of
+CPU threads and a memory check. One place for every per-device choice, so training, evaluation,
+prediction and the search workers cannot disagree, and each choice is testable on a CPU (the CUDA
+queries are plain functions a test can replace).
 
 Device strings are normalised here, at the edge: `cuda` becomes `cuda:<current>` because
 `torch.cuda.set_device` and per-device queries refuse a CUDA device without an index.
@@ -7,9 +9,17 @@ Device strings are normalised here, at the edge: `cuda` becomes `cuda:<current>`
 
 from __future__ import annotations
 
+import gc
+import os
+
 import torch
 
 from nas.errors import NasError
+from nas.recipe import PRECISIONS
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs with native bf16 tensor cores
+DATA_SHARE = 0.75  # at most this share of a worker's free GPU memory for its data; the rest: model, activations
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
@@ -35,3 +45,122 @@ def memory_format(device: torch.device) -> torch.memory_format:
     torch 2.14.1's oneDNN backward crashes (SIGSEGV) on channels_last, and measured on this
     project's CPUs NCHW is not slower (benchmarks/cpu_layout.py, benchmarks/RESULTS.md)."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+# --------------------------------------------------------------------------------------- precision
+
+
+def choose_precision(requested: str, device: torch.device) -> str:
+    """The precision a run uses: `auto` is bf16 on GPUs with native bf16 (compute capability 8.0
+    and later: A100, H100, L4, RTX 30xx+), fp16 with a gradient scaler on older ones (T4, V100,
+    P100), and fp32 on the CPU (bf16 autocast measured slower there, benchmarks/RESULTS.md).
+    An explicit bf16 on a GPU without native bf16 is refused: it would run emulated, slowly."""
+    if requested not in PRECISIONS:
+        raise NasError(f"unknown precision {requested!r}; use {', '.join(PRECISIONS)}.")
+    if device.type != "cuda":
+        return "fp32" if requested == "auto" else requested
+    capability = tuple(torch.cuda.get_device_capability(device))
+    native_bf16 = capability >= BF16_CAPABILITY
+    if requested == "auto":
+        return "bf16" if native_bf16 else "fp16"
+    if requested == "bf16" and not native_bf16:
+        raise NasError(f"{torch.cuda.get_device_name(device)} (compute capability {capability[0]}.{capability[1]}) "
+                         f"has no native bf16; use --precision fp16 (what auto picks here) or fp32.")  # fmt: skip
+    return requested
+
+
+def configure(device: torch.device, precision: str, deterministic: bool = False) -> None:
+    """Process-wide backend settings for a run. fp32 means fp32: no TF32 in matmuls or convolutions
+    (with autocast, TF32 only touches the few ops autocast leaves in fp32). `deterministic` trades
+    cuDNN autotuning and the fastest (atomic-add) kernels for bit-identical results, which is what
+    makes a resumed GPU run equal an uninterrupted one; an op with no deterministic kernel then
+    raises instead of silently differing."""
+    if device.type == "cuda":
+        tf32 = "ieee" if precision == "fp32" else "tf32"
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9; the old flags must not be mixed in
+            torch.backends.cuda.matmul.fp32_precision = tf32
+            torch.backends.cudnn.conv.fp32_precision = tf32
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 == "tf32"
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        if deterministic:  # cuBLAS is deterministic only with a fixed workspace (read when it is first used)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+# ----------------------------------------------------------------------------------------- memory
+
+
+def use_expandable_segments() -> None:
+    """Ask the CUDA caching allocator for expandable segments, unless the user configured it: with
+    several jobs on one GPU and trials of every size, fixed segments fragment, and a large candidate
+    could fail for want of a contiguous block while enough memory is free; that would bias the
+    search against large nets. Read when CUDA is first used, and inherited by spawned workers."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
+def free_bytes(device: torch.device) -> int:
+    """Free memory of a GPU, all processes counted. Through NVML where nvidia-ml-py is installed:
+    unlike cudaMemGetInfo it needs no CUDA context, so the search's parent process can check every
+    GPU without taking memory on it for the whole search."""
+    try:
+        return torch.cuda.get_device_properties(device).total_memory - torch.cuda.device_memory_used(device)
+    except Exception:  # no nvidia-ml-py, or NVML cannot reach a driver (pynvml.NVMLError)
+        return torch.cuda.mem_get_info(device)[0]
+
+
+def check_fits(need: int, device: torch.device, what: str, jobs: int = 1) -> None:
+    """Refuse, in one line, data that `jobs` workers on `device` cannot hold with room to train."""
+    if device.type != "cuda":
+        return  # host memory: the images are already in it
+    free = free_bytes(device)
+    if need * jobs > DATA_SHARE * free:
+        each = f" per worker, {jobs} workers" if jobs > 1 else ""
+        raise NasError(
+            f"{what} needs {size(need)} of GPU memory{each}; {device} has {size(free)} free, and at most "
+            f"{DATA_SHARE:.0%} of it may hold data (the rest is for the model). Use a smaller --image-size"
+            f"{', fewer --jobs-per-gpu' if jobs > 1 else ''} or a GPU with more memory."
+        )
+
+
+def size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """An out-of-memory error, however it surfaces: the caching allocator raises OutOfMemoryError,
+    but cuDNN and cuBLAS report a failed allocation of their own as a plain RuntimeError
+    (`CUDNN_STATUS_ALLOC_FAILED`, `CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate`,
+    `CUDA error: out of memory`)."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "_ALLOC_FAILED" in text)
+
+
+def release_memory(device: torch.device | str) -> None:
+    """Give a GPU's cached free blocks back to the driver, for a neighbouring job or the next trial.
+    gc first: a reference cycle (the lazy torch._dynamo import leaves one around the first fit of a
+    process, an exception's traceback another) can pin a finished run's tensors until collected."""
+    if torch.device(device).type != "cuda":
+        return
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+# -------------------------------------------------------------------------------------------- CPU
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask: a container's or a scheduler's limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Each of `workers` processes on this machine gets an equal share of the cores for its
+    intra-op threads; torch's default (all cores in every process) oversubscribes them."""
+    return max(1, cpu_cores() // max(1, workers))

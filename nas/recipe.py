@@ -47,7 +47,7 @@ OPTIMIZERS: dict[str, OptimInfo] = {
 }
 SCHEDULES = ("constant", "step", "cosine", "cosine-restarts", "warmup-cosine", "onecycle")
 PAD_MODES = ("reflect", "zeros")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # what each means per device: nas.device.choose_precision
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class Recipe:
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off. With mixup too, each batch picks one at random.
     label_smoothing: float = 0.0
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 on GPUs that have it natively, else fp16; fp32 on the CPU
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -1,14 +1,18 @@
 """`fit`: train the model an ArchSpec describes with a Recipe on a Split, as fast as the device allows.
 
 The data already lives on the device (`Split.to`); each epoch is augmented in bulk there
-(`nas.augment`); bf16 autocast, channels_last (`nas.device`), cudnn autotuning and fused/foreach optimizers on
-CUDA; one host-device sync per epoch, for the logged metrics. The learning rate is a pure function
-of the step, so a run resumed from a checkpoint follows exactly the schedule of an uninterrupted one.
+(`nas.augment`); the precision, memory layout and backend settings come from `nas.device` (bf16
+autocast where the GPU has it natively, fp16 with a gradient scaler where it does not, channels_last,
+cuDNN autotuning); fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged
+metrics. The learning rate is a pure function of the step, so a run resumed from a checkpoint
+follows exactly the schedule of an uninterrupted one; its results are bit-identical on the CPU, and
+on a GPU with `deterministic=True`.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
 import time
@@ -24,13 +28,15 @@ from torch import nn
 from nas.arch import ArchSpec
 from nas.augment import TrainBatches, prepare
 from nas.data import Split
-from nas.device import memory_format, resolve_device
+from nas.device import DTYPES, choose_precision, configure, is_out_of_memory, memory_format, resolve_device
 from nas.errors import NasError
 from nas.model import build_model
 from nas.recipe import OPTIMIZERS, Recipe
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2 adds the device type, the precision and the gradient scaler's state
+READABLE_CHECKPOINTS = (1, 2)
 EVAL_BATCH = 1024
+log = logging.getLogger("nas")
 
 
 @dataclass
@@ -40,19 +46,15 @@ class FitResult:
     model: nn.Module | None = None
     seconds: float = 0.0  # wall time of the whole call, setup included
     message: str = ""
+    precision: str = ""  # what ran: bf16, fp16 or fp32
 
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
 
 
-def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
-    bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
-    return torch.bfloat16 if bf16 else torch.float32
-
-
-def _autocast(dtype: torch.dtype, device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+def _autocast(precision: str, device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=DTYPES[precision], enabled=precision != "fp32")
 
 
 def lr_factor(recipe: Recipe, t: float) -> float:
@@ -104,6 +106,7 @@ def fit(
     checkpoint_every: int = 0,
     resume: bool = False,
     compile: bool = False,
+    deterministic: bool = False,
     tta: bool = False,
 ) -> FitResult:
     """Train for `recipe.epochs` epochs on `data.train_*`, scoring on `data.val_*` after each.
@@ -112,10 +115,14 @@ def fit(
     run and propagates (that is how a pruner stops a trial). With `checkpoint`, the full state is
     written atomically every `checkpoint_every` epochs and at the end; `resume=True` continues from
     it when it exists. `compile=True` wraps the model in `torch.compile`: worth it for long runs.
+    `deterministic=True` makes a GPU run bit-reproducible (and so a resumed one exact), at a cost.
+    Running out of device memory, however the GPU libraries report it, ends the run with status oom.
     """
     start = time.perf_counter()
     device = resolve_device(device)
     layout = memory_format(device)
+    precision = choose_precision(recipe.precision, device)
+    dtype = DTYPES[precision]
     if data.train_x.device != device:
         data = data.to(device)
     have = data.shape
@@ -127,22 +134,21 @@ def fit(
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)  # current stream and new allocations on this GPU, not on GPU 0
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    dtype = compute_dtype(recipe, device)
+    configure(device, precision, deterministic)
     history: list[dict[str, float]] = []
     ckpt = Path(checkpoint) if checkpoint else None
     try:
         torch.manual_seed(recipe.seed)
         model = build_model(spec).to(device, memory_format=layout)
         optimizer = make_optimizer(model, recipe, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients underflow unscaled
         batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype,
                                recipe.seed, layout)  # fmt: skip
         val_x = prepare(data.val_x, data.mean, data.std, dtype, layout)
         if ckpt and resume and ckpt.exists():
-            history = _restore(ckpt, spec, recipe, model, optimizer, batches, device)
+            history = _restore(ckpt, spec, recipe, precision, model, optimizer, scaler, batches, device)
         step_model = torch.compile(model) if compile else model
-        autocast = _autocast(dtype, device)
+        autocast = _autocast(precision, device)
         params = list(model.parameters())
         steps = len(batches)
         for epoch in range(len(history) + 1, recipe.epochs + 1):
@@ -158,10 +164,12 @@ def fit(
                     logits = step_model(x)
                 loss = F.cross_entropy(logits.float(), t, label_smoothing=recipe.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()  # the scaler is a pass-through unless fp16
                 if recipe.grad_clip:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip, foreach=cuda)
-                optimizer.step()
+                scaler.step(optimizer)  # fp16: skipped when the scaled gradients overflowed
+                scaler.update()
                 hard = t if t.ndim == 1 else t.argmax(1)
                 sums += torch.stack([loss.detach() * len(x), (logits.argmax(1) == hard).sum().float()])
             clock.stop()
@@ -181,15 +189,18 @@ def fit(
             history.append(row)
             if not math.isfinite(row["train_loss"]):
                 return FitResult("nan", history, model, time.perf_counter() - start,
-                                 f"training loss became {row['train_loss']} in epoch {epoch}")  # fmt: skip
+                                 f"training loss became {row['train_loss']} in epoch {epoch}", precision)  # fmt: skip
             if ckpt and (epoch == recipe.epochs or (checkpoint_every and epoch % checkpoint_every == 0)):
-                _save(ckpt, spec, recipe, model, optimizer, batches, history, device)
+                _save(ckpt, spec, recipe, precision, model, optimizer, scaler, batches, history, device)
             if on_epoch:
                 on_epoch(epoch, row)
-    except torch.cuda.OutOfMemoryError as e:  # returning frees the model and batches; the caller may empty the cache
-        return FitResult("oom", history, None, time.perf_counter() - start, str(e).splitlines()[0])
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        # Returning drops the model and batches; the caller gives the cache back (nas.device.release_memory).
+        return FitResult("oom", history, None, time.perf_counter() - start, str(e).splitlines()[0], precision)
     model.eval()
-    return FitResult("complete", history, model, time.perf_counter() - start)
+    return FitResult("complete", history, model, time.perf_counter() - start, precision=precision)
 
 
 def _logits(model: nn.Module, x: torch.Tensor, autocast, tta: bool) -> torch.Tensor:
@@ -237,23 +248,24 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
              precision: str = "auto") -> dict[str, float]:  # fmt: skip
     """Loss and accuracy of `model` on uint8 `images` (on the model's device)."""
     device = next(model.parameters()).device
-    dtype = compute_dtype(Recipe(precision=precision), device)
-    autocast = _autocast(dtype, device)
-    x = prepare(images.to(device), mean, std, dtype, memory_format(device))
+    precision = choose_precision(precision, device)
+    x = prepare(images.to(device), mean, std, DTYPES[precision], memory_format(device))
+    autocast = _autocast(precision, device)
     loss, correct = _evaluate(model, x, labels.to(device), autocast, tta).tolist()
     return {"loss": loss / len(x), "acc": correct / len(x)}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = False) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = False,
+            precision: str = "auto") -> torch.Tensor:  # fmt: skip
     """Class probabilities for uint8 `images`, batched on the model's device."""
     device = next(model.parameters()).device
-    dtype = compute_dtype(Recipe(), device)
-    autocast = _autocast(dtype, device)
+    precision = choose_precision(precision, device)
+    autocast = _autocast(precision, device)
     model.eval()
     out = []
     for i in range(0, len(images), EVAL_BATCH):
-        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, dtype, memory_format(device))
+        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, DTYPES[precision], memory_format(device))
         out.append(_logits(model, x, autocast, tta).softmax(1).cpu())
     return torch.cat(out)
 
@@ -261,14 +273,17 @@ def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = Fa
 # ------------------------------------------------------------------------------------- checkpoints
 
 
-def _save(path: Path, spec, recipe, model, optimizer, batches, history, device) -> None:
+def _save(path: Path, spec, recipe, precision, model, optimizer, scaler, batches, history, device) -> None:
     state: dict[str, Any] = {
         "version": CHECKPOINT_VERSION,
         "spec": spec.to_dict(),
         "recipe": recipe.to_dict(),
+        "precision": precision,
+        "device_type": device.type,
         "history": history,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),  # empty unless fp16
         "batches": batches.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -279,21 +294,41 @@ def _save(path: Path, spec, recipe, model, optimizer, batches, history, device) 
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
-def _restore(path: Path, spec, recipe, model, optimizer, batches, device) -> list[dict[str, float]]:
+def _restore(path: Path, spec, recipe, precision, model, optimizer, scaler, batches, device) -> list[dict[str, float]]:
+    """Load a checkpoint into the run's objects. Another precision is allowed (said on stderr); so is
+    another device type, where the device-specific random generators cannot carry over (a CPU
+    generator's state is a Mersenne Twister's, a CUDA one's a Philox counter): they are reseeded, so
+    data order, augmentation and dropout differ from what the uninterrupted run would have drawn."""
     try:
         # On the CPU: load_state_dict moves what belongs on the device, and the generator and RNG
         # states must be CPU tensors (a CUDA generator's set_state refuses anything else).
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise NasError(f"cannot read checkpoint {path}: {e}") from None
-    if state.get("version") != CHECKPOINT_VERSION:
+    if state.get("version") not in READABLE_CHECKPOINTS:
         raise NasError(f"checkpoint {path} is from another version of nas; start without --resume.")
-    if state["spec"] != spec.to_dict() or state["recipe"] != recipe.to_dict():
+    other = lambda r: {k: v for k, v in r.items() if k != "precision"}  # noqa: E731
+    if state["spec"] != spec.to_dict() or other(state["recipe"]) != other(recipe.to_dict()):
         raise NasError(f"checkpoint {path} was written for another architecture or recipe; start without --resume.")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    batches.load_state_dict(state["batches"])
+    saved_precision = state.get("precision")  # version 1 did not say
+    if saved_precision == precision and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    elif saved_precision not in (None, precision):
+        log.warning(f"resuming {path} in {precision}; it was trained in {saved_precision} so far.")
+    saved_device = state.get("device_type") or ("cuda" if state["cuda_rng"] is not None else "cpu")
     torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    if saved_device == device.type:
+        batches.load_state_dict(state["batches"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+    else:
+        reseed = recipe.seed + len(state["history"])
+        batches.load_state_dict(state["batches"], device_generator_seed=reseed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(reseed)
+        log.warning(f"resuming {path} on {device.type}; it was written on {saved_device}. Model, optimizer and "
+                    f"schedule continue exactly, but the random stream (data order, augmentation, dropout) "
+                    f"differs from what an uninterrupted run would have drawn.")  # fmt: skip
     return list(state["history"])

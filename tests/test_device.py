@@ -1,12 +1,24 @@
 """Per-device choices (nas.device) and that training, evaluation and prediction all follow them."""
 
+import os
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.arch import ArchSpec
 from nas.data import synthetic, validation_split
-from nas.device import memory_format, resolve_device
+from nas.device import (
+    check_fits,
+    choose_precision,
+    configure,
+    is_out_of_memory,
+    memory_format,
+    release_memory,
+    resolve_device,
+    threads_per_worker,
+    use_expandable_segments,
+)
 from nas.model import build_model
 from nas.recipe import Recipe
 from nas.train import evaluate, fit, predict
@@ -90,3 +102,144 @@ def test_a_model_built_for_prediction_takes_the_device_layout(tmp_path):
     loaded, _ = load_model(tmp_path / "model.pt", torch.device("cpu"))
     conv = next(m for m in loaded.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()
+
+
+# ------------------------------------------------------------------------------------- precision
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A visible GPU whose compute capability the test sets: gpu((7, 5)) is a T4."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Test GPU")
+
+    def with_capability(capability):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+        return resolve_device("cuda")
+
+    return with_capability
+
+
+@pytest.mark.parametrize(
+    "capability,auto",
+    [((9, 0), "bf16"), ((8, 9), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp16"), ((7, 0), "fp16"), ((6, 0), "fp16")],
+    ids=["H100", "L4", "A100", "T4", "V100", "P100"],
+)
+def test_auto_precision_follows_the_gpus_compute_capability(gpu, capability, auto):
+    device = gpu(capability)
+    assert choose_precision("auto", device) == auto
+    assert choose_precision("fp32", device) == "fp32" and choose_precision("fp16", device) == "fp16"
+    if auto == "fp16":
+        with pytest.raises(ValueError, match=r"Test GPU \(compute capability .*\) has no native bf16; use --precision fp16"):
+            choose_precision("bf16", device)
+    else:
+        assert choose_precision("bf16", device) == "bf16"
+
+
+def test_the_cpu_runs_fp32_unless_asked_otherwise():
+    cpu = torch.device("cpu")
+    assert choose_precision("auto", cpu) == "fp32"
+    assert [choose_precision(p, cpu) for p in ("bf16", "fp16", "fp32")] == ["bf16", "fp16", "fp32"]
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        choose_precision("fp8", cpu)
+
+
+@pytest.fixture
+def backend_flags():
+    """configure() sets process-wide flags: put them back."""
+    matmul, conv = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = matmul, conv
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
+    torch.use_deterministic_algorithms(False)
+
+
+def test_fp32_on_a_gpu_means_no_tf32_and_autocast_runs_may_use_it(gpu, backend_flags):
+    device = gpu((9, 0))
+    configure(device, "fp32")
+    assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+    configure(device, "bf16")
+    assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "tf32"
+
+
+def test_deterministic_mode_turns_off_autotuning_and_fixes_the_cublas_workspace(gpu, backend_flags, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    configure(gpu((9, 0)), "bf16", deterministic=True)
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert torch.are_deterministic_algorithms_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    configure(gpu((9, 0)), "bf16")
+    assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+
+
+# ---------------------------------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("jobs,free_gib,fits", [(1, 8, True), (2, 8, True), (2, 5, False), (1, 2, False)])
+def test_data_that_a_gpu_cannot_hold_is_refused_in_one_line(gpu, monkeypatch, jobs, free_gib, fits):
+    monkeypatch.setattr("nas.device.free_bytes", lambda device: free_gib * 2**30)
+    need = 2 * 2**30
+    if fits:
+        check_fits(need, gpu((8, 0)), "the data", jobs=jobs)
+        return
+    with pytest.raises(ValueError) as e:
+        check_fits(need, gpu((8, 0)), "the data", jobs=jobs)
+    text = str(e.value)
+    assert "\n" not in text and f"the data needs 2.00 GiB of GPU memory" in text and f"{free_gib}.00 GiB free" in text
+    assert ("fewer --jobs-per-gpu" in text) == (jobs > 1)
+    check_fits(10**15, torch.device("cpu"), "the data")  # host memory is not checked: the images are there
+
+
+def test_a_split_knows_what_it_needs_on_a_device_and_refuses_to_move_where_it_cannot_fit(gpu, monkeypatch):
+    from nas.augment import CHUNK_BYTES, WORKSPACE_CHUNKS
+
+    pixels = 3 * 32 * 32
+    small = validation_split(synthetic(100), val_size=20)  # augmented in one chunk of its 80 images
+    assert small.device_bytes() == 100 * pixels + 8 * 100 + 4 * 20 * pixels + WORKSPACE_CHUNKS * 4 * 80 * pixels
+    split = validation_split(synthetic(20_000), val_size=2000)  # in chunks of 8,192 images (96 MiB of floats)
+    assert split.device_bytes() == 20_000 * pixels + 8 * 20_000 + 4 * 2000 * pixels + WORKSPACE_CHUNKS * CHUNK_BYTES
+    monkeypatch.setattr("nas.device.free_bytes", lambda device: 2**28)
+    with pytest.raises(ValueError, match=r"the data \(20,000 images of 3x32x32\) needs 466 MiB of GPU memory; cuda:0 has 256 MiB free"):
+        split.to(gpu((8, 0)))
+    assert split.to("cpu").train_x is split.train_x  # already there: nothing checked, nothing copied
+
+
+def test_out_of_memory_is_recognised_however_the_library_reports_it():
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"))
+    assert is_out_of_memory(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
+    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not is_out_of_memory(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # not a device error
+
+
+def test_memory_is_released_after_a_collection(monkeypatch):
+    calls = []
+    monkeypatch.setattr("gc.collect", lambda *a: calls.append("gc.collect"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    release_memory("cpu")
+    assert calls == []
+    release_memory("cuda:0")
+    assert calls == ["gc.collect", "empty_cache"]  # a cycle may pin a finished run's tensors until collected
+
+
+def test_search_workers_use_expandable_segments_unless_the_user_configured_the_allocator(monkeypatch):
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    use_expandable_segments()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    use_expandable_segments()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
+
+
+# ------------------------------------------------------------------------------------------- CPU
+
+
+@pytest.mark.parametrize("cores,workers,threads", [(16, 4, 4), (16, 3, 5), (2, 2, 1), (2, 4, 1), (8, 1, 8)])
+def test_workers_share_the_cores(monkeypatch, cores, workers, threads):
+    monkeypatch.setattr("nas.device.cpu_cores", lambda: cores)
+    assert threads_per_worker(workers) == threads

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 from nas.arch import ArchSpec
 from nas.data import synthetic, validation_split
@@ -136,3 +137,152 @@ def test_recipe_dict_round_trip_and_unknown_key():
 def test_data_must_fit_the_architecture(split):
     with pytest.raises(ValueError, match="expects 100 classes"):
         fit(ArchSpec(blocks=[1], channels=[8], classes=100), Recipe(epochs=1), split)
+
+
+# ------------------------------------------------------------------------- precision and memory
+
+
+@pytest.fixture(scope="module")
+def small():
+    return validation_split(synthetic(200, size=16), val_size=40)
+
+
+def test_fp16_trains_with_a_loss_scaler_whose_state_is_checkpointed_and_resumed_exactly(small, tmp_path):
+    # fp16 autocast on the CPU is slow (no fp16 kernels), hence the small split; on GPUs without bf16 it is the fast path
+    recipe = Recipe(epochs=2, batch_size=40, lr=0.05, precision="fp16", grad_clip=1.0, seed=1)
+    spec = ArchSpec(blocks=[1, 1], channels=[8, 16], image_size=16)
+    straight = fit(spec, recipe, small)
+    assert straight.status == "complete" and straight.precision == "fp16"
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_1(epoch, _):
+        if epoch == 1:
+            raise Killed
+
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        fit(spec, recipe, small, checkpoint=ckpt, checkpoint_every=1, on_epoch=kill_after_1)
+    state = torch.load(ckpt, weights_only=True)
+    assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0 and "_growth_tracker" in state["scaler"]
+    resumed = fit(spec, recipe, small, checkpoint=ckpt, resume=True)
+    assert strip(resumed.history) == strip(straight.history)
+
+
+def test_resuming_in_another_precision_says_so(split, tmp_path, caplog):
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit(SPEC, Recipe(epochs=2, batch_size=100), split, checkpoint=ckpt, checkpoint_every=1,
+            on_epoch=lambda e, m: (_ for _ in ()).throw(KeyboardInterrupt))  # fmt: skip
+    resumed = fit(SPEC, Recipe(epochs=2, batch_size=100, precision="bf16"), split, checkpoint=ckpt, resume=True)
+    assert resumed.status == "complete" and len(resumed.history) == 2 and resumed.precision == "bf16"
+    assert "in bf16; it was trained in fp32 so far" in caplog.text
+
+
+def write_cuda_checkpoint(split, path):
+    """A checkpoint as nas (version 1) wrote it on a GPU: the CUDA generators' states are Philox
+    seed/offset pairs (16 bytes), which a CPU generator refuses."""
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, _):
+        raise Killed
+
+    with pytest.raises(Killed):
+        fit(SPEC, RESUMED, split, checkpoint=path, checkpoint_every=1, on_epoch=kill)
+    state = torch.load(path, weights_only=True)
+    for key in ("precision", "device_type", "scaler"):
+        state.pop(key, None)
+    philox = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    state.update(version=1, cuda_rng=philox)
+    state["batches"]["g"] = philox.clone()
+    torch.save(state, path)
+    return state
+
+
+RESUMED = Recipe(epochs=3, batch_size=50, lr=0.05, cutout=4, mixup=0.2, seed=2)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu_and_says_the_random_stream_differs(split, tmp_path, caplog):
+    ckpt = tmp_path / "run.ckpt"
+    state = write_cuda_checkpoint(split, ckpt)
+    resumed = fit(SPEC, RESUMED, split, checkpoint=ckpt, resume=True)  # was: RuntimeError: Expected a CPUGeneratorImplState
+    assert resumed.status == "complete" and len(resumed.history) == 3
+    assert strip(resumed.history[:1]) == strip(state["history"])
+    assert "written on cuda" in caplog.text and "random stream" in caplog.text and "differs" in caplog.text
+
+
+@pytest.fixture
+def restore_determinism():
+    yield
+    torch.use_deterministic_algorithms(False)  # fit set it process-wide
+
+
+def test_deterministic_mode_is_on_during_the_run_and_a_resumed_run_is_exact(split, tmp_path, restore_determinism):
+    recipe = Recipe(epochs=2, batch_size=50, lr=0.05, cutmix=1.0, rotation=10, seed=4)
+    modes = []
+
+    class Killed(Exception):
+        pass
+
+    def watch(epoch, _, kill=False):
+        modes.append(torch.are_deterministic_algorithms_enabled())
+        if kill:
+            raise Killed
+
+    straight = fit(SPEC, recipe, split, deterministic=True, on_epoch=watch)
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        fit(SPEC, recipe, split, checkpoint=ckpt, checkpoint_every=1, deterministic=True,
+            on_epoch=lambda e, m: watch(e, m, kill=True))  # fmt: skip
+    resumed = fit(SPEC, recipe, split, checkpoint=ckpt, resume=True, deterministic=True, on_epoch=watch)
+    assert modes == [True] * 4
+    assert strip(resumed.history) == strip(straight.history)
+    fit(SPEC, Recipe(epochs=1, batch_size=100), split, on_epoch=lambda e, m: modes.append(
+        torch.are_deterministic_algorithms_enabled()))  # fmt: skip
+    assert modes[-1] is False  # the next run without it is back to the fast kernels
+
+
+class Exploding:
+    """Wraps build_model: the model's third forward pass raises `error`, as a GPU out of memory would."""
+
+    def __init__(self, error):
+        import nas.train
+
+        self.error, self.build, self.calls = error, nas.train.build_model, 0
+
+    def __call__(self, spec):
+        model = self.build(spec)
+        forward = model.forward
+
+        def failing(x):
+            self.calls += 1
+            if self.calls == 3:
+                raise self.error
+            return forward(x)
+
+        model.forward = failing
+        return model
+
+
+OUT_OF_MEMORY = [  # the caching allocator's own error, and what cuDNN, cuBLAS and the runtime raise
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total capacity)"),
+    RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    RuntimeError("CUDA error: out of memory\nCompile with TORCH_USE_CUDA_DSA to enable device-side assertions."),
+]
+
+
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["allocator", "cudnn", "cublas", "runtime"])
+def test_out_of_memory_of_every_kind_ends_the_run_with_status_oom(split, monkeypatch, error):
+    monkeypatch.setattr("nas.train.build_model", Exploding(error))
+    result = fit(SPEC, Recipe(epochs=2, batch_size=50), split)
+    assert result.status == "oom" and result.model is None
+    assert result.message == str(error).splitlines()[0] and "\n" not in result.message
+
+
+def test_other_device_errors_are_not_taken_for_out_of_memory(split, monkeypatch):
+    monkeypatch.setattr("nas.train.build_model", Exploding(RuntimeError("CUDA error: an illegal memory access was encountered")))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        fit(SPEC, Recipe(epochs=2, batch_size=50), split)
