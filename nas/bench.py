@@ -83,7 +83,7 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
         "params": count_params(spec),
         "macs": count_macs(spec),
         "batch_size": recipe.batch_size,
-        "precision": "bf16" if dev.type == "cuda" and recipe.precision != "fp32" else "fp32",
+        "precision": run.precision,
         "compile": compile,
         "epochs": [{k: r[k] for k in ("epoch", "seconds", "train_seconds")} for r in h],
         "images_per_epoch": images,
@@ -103,7 +103,7 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
         acc = fit(spec, acc_recipe, split, device=dev, compile=compile)
         if acc.status != "complete":
             raise NasError(f"the accuracy run ended with status {acc.status}: {acc.message}")
-        tta = evaluate(acc.model, ds.test_x, ds.test_y, split.mean, split.std, tta=True)
+        tta = evaluate(acc.model, ds.test_x, ds.test_y, split.mean, split.std, tta=True, precision=acc.precision)
         out["accuracy_run"] = {
             "epochs": accuracy_epochs,
             "recipe": {k: v for k, v in acc_recipe.to_dict().items() if v != getattr(Recipe(), k) or k == "lr"},

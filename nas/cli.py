@@ -113,6 +113,15 @@ def add_data_flags(p: argparse.ArgumentParser, default: str | None = "cifar10") 
     g.add_argument("--data-dir", help="where torchvision's CIFAR files are or go (default: ~/.cache/nas)")
 
 
+def add_precision_flag(p: argparse.ArgumentParser) -> None:
+    from nas.recipe import PRECISIONS
+
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (the default unless the recipe says otherwise): bf16 on GPUs with native bf16 "
+                   "(compute capability 8.0+), fp16 with loss scaling on older GPUs, fp32 on the CPU; "
+                   "fp32 means no TF32")  # fmt: skip
+
+
 def add_arch_flags(p: argparse.ArgumentParser) -> None:
     """ArchSpec as flags (one name per field: --stem-kernel is stem_kernel)."""
     g = p.add_argument_group("architecture")
@@ -242,7 +251,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=5, help="epochs of the speed run (default 5)")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--accuracy-run", type=int, default=0, metavar="N", help="then train N epochs and test")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (costs ~30 s per architecture)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (its compile time counts)")
+    add_precision_flag(p)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
     p.add_argument("--record", metavar="PATH", type=output_file, help="append the result to this Markdown file "
                    "(e.g. benchmarks/RESULTS.md)")  # fmt: skip
@@ -265,7 +275,7 @@ def run_bench(args: argparse.Namespace) -> int:
         _, spec, recipe = load_preset(args.preset or "resnet24")
         base = spec.to_dict()
     spec = arch_from_flags(args, base)
-    recipe = replace(recipe, batch_size=args.batch_size)
+    recipe = replace(recipe, batch_size=args.batch_size, precision=args.precision or recipe.precision)
     result = bench.run_bench(spec.to_dict(), recipe, args.dataset, args.data_dir, epochs=args.epochs,
                              accuracy_epochs=args.accuracy_run, compile=args.compile, device=args.device)  # fmt: skip
     print(json.dumps(result) if args.json else bench.summary(result))
@@ -310,6 +320,9 @@ def _add_search(sub: Any) -> None:
                    help="scale each proposal's widths to use 90-100%% of the budget")
     p.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: every visible GPU; 'cpu' for the CPU)")
     p.add_argument("--jobs-per-gpu", type=int, default=2, help="concurrent trials per GPU (default 2)")
+    add_precision_flag(p)
+    p.add_argument("--compile", action="store_true", default=D.compile, help="torch.compile each trial's model "
+                   "(compile time counts in the trial's time; rarely pays for short proxies)")  # fmt: skip
     p.add_argument("--seed", type=int, default=D.seed, help="sampler seed")
     p.add_argument("--timeout", type=parse_duration, default=D.timeout, help="start no trial after this long: 2h, 30m, 90s")
     p.add_argument("--record", metavar="PATH", type=output_file, help="append the run's summary to this Markdown file")
@@ -359,7 +372,7 @@ def run_search(args: argparse.Namespace) -> int:
         append_record(Path(args.record), _device_of(cfg.devices), "nas " + " ".join(sys.argv[1:]), [
             ("wall time", f"{summary['wall_seconds'] / 60:.1f} min for {summary['trained']} trained trials"),
             ("trials per hour", f"{summary['trials_per_hour'] or 0:.0f}"),
-            ("GPU busy", f"{summary['gpu_busy']:.0%}" if summary["gpu_busy"] is not None else "not measured (no NVML)"),
+            ("GPU busy", summary["gpu_busy_text"] or "no GPU in use"),
             ("within budget", f"{summary['within_budget']:.1%} of all proposals, "
                               f"{(summary['within_budget_after_50'] or 0):.1%} after the first 50"),
             ("best trial", f"#{summary['top'][0]['number']}: val {summary['top'][0]['val_acc']:.4f}, "
@@ -405,6 +418,9 @@ def _add_retrain(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint a killed run left")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
+    add_precision_flag(p)
+    p.add_argument("--deterministic", action="store_true", help="bit-reproducible on a GPU, so that --resume "
+                   "continues exactly (no cuDNN autotuning, deterministic kernels: slower)")  # fmt: skip
     p.set_defaults(run=run_retrain)
 
 
@@ -434,7 +450,8 @@ def run_retrain(args: argparse.Namespace) -> int:
         raise NasError("--out names one folder; use it with --trial or --preset, not --top.")
     for target in targets:
         rt.retrain(study, target, data, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None,
-                   resume=args.resume, device=args.device, compile=args.compile)  # fmt: skip
+                   resume=args.resume, device=args.device, compile=args.compile, precision=args.precision,
+                   deterministic=args.deterministic)  # fmt: skip
         write_note(study)
     return 0
 

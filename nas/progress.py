@@ -47,30 +47,52 @@ def budget_shares(trials: list[FrozenTrial]) -> tuple[float | None, float | None
 
 
 class GpuMonitor:
-    """Samples the devices' busy share (NVML's utilization: the share of time a kernel ran) once a
-    second in a daemon thread. Silent where there is no CUDA or no NVML."""
+    """Samples the busy share of the GPUs in use once a second in a daemon thread: NVML's
+    utilization, the share of time in which a kernel ran on the GPU, whichever process launched it
+    (two jobs on one GPU are one GPU's time, not two). `busy()` is None where it cannot be measured,
+    and `unavailable` says why (nvidia-ml-py missing, NVML without a driver)."""
 
-    def __init__(self, devices: tuple[str, ...]):
+    def __init__(self, devices: tuple[str, ...], interval: float = 1.0):
         self.samples: list[float] = []
         self.indices = sorted({int(d.split(":")[1]) if ":" in d else 0 for d in devices if d.startswith("cuda")})
+        self.unavailable = "" if self.indices else "no GPU in use"
         self._stop = threading.Event()
         if self.indices:
-            threading.Thread(target=self._run, daemon=True).start()
+            try:
+                self._read()  # once now, not kept (nothing runs yet): a missing NVML is known at once
+            except Exception as e:
+                self.unavailable = _nvml_problem(e)
+            else:
+                threading.Thread(target=self._run, args=(interval,), daemon=True).start()
 
-    def _run(self) -> None:
+    def _read(self) -> float:
         import torch
 
-        while not self._stop.wait(1.0):
+        return sum(torch.cuda.utilization(i) for i in self.indices) / len(self.indices) / 100
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
             try:
-                self.samples.append(sum(torch.cuda.utilization(i) for i in self.indices) / len(self.indices) / 100)
-            except Exception:  # no NVML here
+                self.samples.append(self._read())
+            except Exception as e:  # the driver went away mid-run
+                self.unavailable = _nvml_problem(e)
                 return
 
     def busy(self) -> float | None:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
+    def describe(self) -> str:
+        busy = self.busy()
+        return f"{busy:.0%}" if busy is not None else f"unavailable ({self.unavailable or 'no sample yet'})"
+
     def stop(self) -> None:
         self._stop.set()
+
+
+def _nvml_problem(e: Exception) -> str:
+    if isinstance(e, ModuleNotFoundError):
+        return "nvidia-ml-py is not installed: pip install nvidia-ml-py"
+    return f"NVML: {e}"
 
 
 class Progress:
@@ -140,9 +162,8 @@ class Progress:
         if rate:
             eta = max(0, cfg.trials - len(done) - running) / rate * 3600
             parts += [f"{rate:.0f} trials/h", f"ETA {fmt_seconds(eta)}"]
-        busy = self.monitor.busy() if self.monitor else None
-        if busy is not None:
-            parts.append(f"GPU busy {busy:.0%}")
+        if self.monitor and self.monitor.indices:
+            parts.append(f"GPU busy {self.monitor.describe()}")
         return " | ".join(parts)
 
     def rate(self, done: list[FrozenTrial]) -> float | None:
@@ -175,6 +196,7 @@ class Progress:
             "wall_seconds": wall,
             "trials_per_hour": self.rate(done),
             "gpu_busy": self.monitor.busy() if self.monitor else None,
+            "gpu_busy_text": self.monitor.describe() if self.monitor and self.monitor.indices else None,
             "top": [{"number": t.number, "val_acc": t.value, "params": t.user_attrs["params"],
                      "macs": t.user_attrs["macs"], "arch": arch_brief(t), "recipe": recipe_brief(t.user_attrs["recipe"])}
                     for t in sorted((t for t in trials if t.state == TrialState.COMPLETE),
@@ -187,7 +209,7 @@ class Progress:
                   if r["within_budget_after_50"] is not None else
                   f"{r['within_budget']:.0%} of proposals within budget" if r["within_budget"] is not None else "")  # fmt: skip
         rate = f", {r['trials_per_hour']:.0f} trials/h" if r["trials_per_hour"] else ""
-        busy = f", GPU busy {r['gpu_busy']:.0%}" if r["gpu_busy"] is not None else ""
+        busy = f", GPU busy {r['gpu_busy_text']}" if r["gpu_busy_text"] else ""
         self._print(f"\n{r['trained']} trials trained ({r['pruned']} pruned, {r['failed']} failed), "
                     f"{r['rejected']} proposals rejected; {shares}; {fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
         if r["top"]:

@@ -78,6 +78,7 @@ def best_trials(study: optuna.Study, k: int) -> list[int]:
 
 def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | None = None, seed: int | None = None,
             out: Path | None = None, resume: bool = False, device: str | None = None, compile: bool = False,
+            precision: str | None = None, deterministic: bool = False,
             log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Train `target` on `data` (nas.data.Dataset), test it, write and attach its outputs."""
     import torch
@@ -86,7 +87,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     from nas.device import resolve_device
     from nas.train import evaluate, fit
 
-    recipe = replace(target.recipe, epochs=epochs or target.recipe.epochs,
+    recipe = replace(target.recipe, epochs=epochs or target.recipe.epochs, precision=precision or target.recipe.precision,
                      seed=target.recipe.seed if seed is None else seed)  # fmt: skip
     out = out or STUDIES_DIR / study.study_name / target.name
     out.mkdir(parents=True, exist_ok=True)
@@ -105,11 +106,11 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
 
     start = time.perf_counter()
     result = fit(target.spec, recipe, split, device=dev, on_epoch=on_epoch, checkpoint=ckpt,
-                 checkpoint_every=CHECKPOINT_EVERY, resume=resume, compile=compile)  # fmt: skip
+                 checkpoint_every=CHECKPOINT_EVERY, resume=resume, compile=compile, deterministic=deterministic)  # fmt: skip
     seconds = time.perf_counter() - start
     if result.status != "complete":
         raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
-    tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True)
+    tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True, precision=result.precision)
     metrics = {
         "retrain_test_acc": result.final["val_acc"],
         "retrain_test_acc_tta": tta["acc"],
@@ -122,6 +123,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
         "seed": recipe.seed,
         "dataset": data.name,
         "device": str(dev),
+        "precision": result.precision,
+        "deterministic": deterministic,
         "spec": target.spec.to_dict(),
         "recipe": recipe.to_dict(),
     }

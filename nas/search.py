@@ -67,6 +67,8 @@ class SearchConfig:
     devices: tuple[str, ...] = ("cpu",)  # one worker per entry: "cuda:0", "cuda:0", "cuda:1", ...
     seed: int | None = None
     timeout: float | None = None  # seconds after which no new trial starts
+    precision: str | None = None  # overrides the recipes' (auto); not stored in the trials' recipes
+    compile: bool = False  # torch.compile each trial's model; its compile time counts in the trial's time
 
 
 class TrialFailed(Exception):
@@ -173,10 +175,10 @@ class Worker:
     def _release_memory(self) -> None:
         """Jobs sharing a GPU each keep a cache of freed blocks; give it back so a neighbour's next
         trial does not run out of memory for nothing."""
-        if self.device.startswith("cuda") and self.cfg.devices.count(self.device) > 1:
-            import torch
+        if self.cfg.devices.count(self.device) > 1:
+            from nas.device import release_memory
 
-            torch.cuda.empty_cache()
+            release_memory(self.device)
 
     def _run_trial(self, trial: optuna.Trial) -> tuple[TrialState, float | None] | None:
         try:
@@ -243,6 +245,7 @@ class Worker:
         import torch
 
         from nas.bench import device_name
+        from nas.device import release_memory
         from nas.train import fit
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -255,16 +258,20 @@ class Worker:
 
         seconds: list[float] = []
         trial.set_user_attr("device", device_name(torch.device(self.device)))
+        proxy = recipe.compressed(self.cfg.proxy_epochs)
+        if self.cfg.precision:
+            proxy = replace(proxy, precision=self.cfg.precision)
         start = time.perf_counter()
         try:
-            result = fit(spec, recipe.compressed(self.cfg.proxy_epochs), self.data, device=self.device, on_epoch=on_epoch)
+            result = fit(spec, proxy, self.data, device=self.device, on_epoch=on_epoch, compile=self.cfg.compile)
         finally:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # keep the first error
-                trial.set_user_attr("gpu_seconds", round(time.perf_counter() - start, 3))
+                trial.set_user_attr("gpu_seconds", round(time.perf_counter() - start, 3))  # compiling included
         trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in result.history])
+        trial.set_user_attr("precision", result.precision)
         if result.status != "complete":
             if result.status == "oom":
-                torch.cuda.empty_cache()
+                release_memory(self.device)
             trial.set_user_attr("reason", result.status)
             trial.set_user_attr("error", result.message)
             raise TrialFailed(result.message)
@@ -309,11 +316,29 @@ def run_worker(cfg: SearchConfig, device: str, on_trial_end: Callable[[], None] 
     terminate_as_interrupt()
     space, split, identity = prepared or prepare(cfg)
     study = _open_study(cfg, space, identity)
-    Worker(cfg, space, study, split.to(device), device, on_trial_end).run()
+    data = split.to(device, check_memory=False)  # run_search checked every GPU for all its jobs
+    Worker(cfg, space, study, data, device, on_trial_end).run()
+
+
+def check_devices(cfg: SearchConfig, split: Any) -> None:
+    """Before any worker starts: each GPU must hold a copy of the data per job on it, with room to
+    train, and the precision asked for must exist there. One clear line otherwise."""
+    from nas.device import check_fits, choose_precision, resolve_device
+
+    for name in sorted(set(cfg.devices)):
+        device = resolve_device(name)
+        check_fits(split.device_bytes(), device, split.describe(), jobs=cfg.devices.count(name))
+        if cfg.precision:
+            choose_precision(cfg.precision, device)
 
 
 def _worker_process(cfg: SearchConfig, device: str) -> None:
     """Entry point of a spawned worker process: one line and status 2 on a user error."""
+    import torch
+
+    from nas.device import threads_per_worker
+
+    torch.set_num_threads(threads_per_worker(len(cfg.devices)))  # the machine's cores, shared among the workers
     try:
         run_worker(cfg, device)
     except KeyboardInterrupt:
@@ -325,7 +350,12 @@ def _worker_process(cfg: SearchConfig, device: str) -> None:
 
 def run_search(cfg: SearchConfig, progress: Any) -> optuna.Study:
     """Run the search to completion (or Ctrl-C), reporting through `progress` (nas.progress)."""
+    from nas.device import use_expandable_segments
+
+    if any(d.startswith("cuda") for d in cfg.devices):
+        use_expandable_segments()  # before CUDA is first used here, and inherited by the workers
     space, split, identity = prepare(cfg)
+    check_devices(cfg, split)
     study = _open_study(cfg, space, identity)
     progress.start(study, cfg)
     if len(cfg.devices) == 1:

@@ -1,6 +1,7 @@
 import io
 
 import optuna
+import pytest
 from optuna.trial import TrialState, create_trial
 
 from nas.arch import ArchSpec
@@ -49,3 +50,52 @@ def test_budget_shares_after_the_first_50():
             add(study, value=0.5)
     share, after_50 = budget_shares(study.trials)
     assert share == 0.7 and after_50 == 0.9
+
+
+def test_gpu_busy_is_measured_over_the_gpus_in_use(monkeypatch):
+    import time
+
+    import torch
+
+    from nas.progress import GpuMonitor
+
+    busy = {0: 90, 1: 70}
+    monkeypatch.setattr(torch.cuda, "utilization", lambda i: busy[i])
+    monitor = GpuMonitor(("cuda:0", "cuda:0", "cuda:1"), interval=0.01)
+    deadline = time.monotonic() + 10
+    while len(monitor.samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monitor.stop()
+    assert monitor.indices == [0, 1] and monitor.busy() == pytest.approx(0.8) and monitor.describe() == "80%"
+
+
+def test_gpu_busy_says_why_it_is_unavailable(monkeypatch):
+    import torch
+
+    from nas.progress import GpuMonitor
+
+    def no_nvml(i):
+        raise ModuleNotFoundError("nvidia-ml-py does not seem to be installed or it can't be imported.")
+
+    monkeypatch.setattr(torch.cuda, "utilization", no_nvml)
+    monitor = GpuMonitor(("cuda:0",))
+    assert monitor.busy() is None
+    assert monitor.describe() == "unavailable (nvidia-ml-py is not installed: pip install nvidia-ml-py)"
+    monkeypatch.setattr(torch.cuda, "utilization", lambda i: (_ for _ in ()).throw(RuntimeError("NVML Shared Library Not Found")))
+    assert GpuMonitor(("cuda:0",)).describe() == "unavailable (NVML: NVML Shared Library Not Found)"
+    assert GpuMonitor(("cpu",)).indices == []  # a CPU search says nothing about GPUs
+
+
+def test_the_summary_says_the_gpu_busy_share_or_why_there_is_none(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "utilization", lambda i: (_ for _ in ()).throw(ModuleNotFoundError("no pynvml")))
+    study = optuna.create_study(direction="maximize")
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress.start(study, SearchConfig(budget=5000, trials=1, space="tiny", devices=("cuda:0",)))
+    add(study, value=0.5)
+    progress.update(study)
+    summary = progress.summary(study)
+    assert summary["gpu_busy"] is None
+    assert "GPU busy unavailable (nvidia-ml-py is not installed: pip install nvidia-ml-py)" in out.getvalue()

@@ -371,6 +371,44 @@ def test_a_run_of_errors_stops_the_worker_without_using_the_slots():
     assert not any(counts(t) for t in study.trials)
 
 
+def test_out_of_memory_of_both_kinds_is_recorded_as_oom_and_the_worker_goes_on(monkeypatch):
+    import torch
+
+    kinds = [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+             RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")]  # fmt: skip
+    build = nas.train.build_model
+
+    def too_big(spec):  # every model runs out of memory in its first forward pass
+        model = build(spec)
+        model.forward = lambda x: (_ for _ in ()).throw(kinds[len(released) % 2])
+        return model
+
+    released = []
+    monkeypatch.setattr("nas.train.build_model", too_big)
+    monkeypatch.setattr("nas.device.release_memory", lambda device: released.append(device))
+    worker, study = _worker(trials=4)
+    worker.run()  # four out-of-memory trials in a row do not stop it: three errors would
+    trials = [t for t in study.trials if counts(t)]
+    assert [t.user_attrs["reason"] for t in trials] == ["oom"] * 4 and len(released) == 4
+    assert [t.user_attrs["error"].split(":")[0] for t in trials] == ["CUDA out of memory. Tried to allocate 9.00 GiB",
+                                                                     "cuDNN error"] * 2  # fmt: skip
+
+
+def test_a_gpu_that_cannot_hold_the_data_for_every_job_is_refused_before_anything_starts(here, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr("nas.device.free_bytes", lambda device: 20 * 2**20)  # one worker's 10 MiB fit, not three
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")  # restored after the test
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    code, _, err = search(capsys, "--trials", "2", "--gpus", "0", "--jobs-per-gpu", "3")
+    assert code == 2 and err.count("\n") == 1
+    assert "MiB of GPU memory per worker, 3 workers; cuda:0 has 20 MiB free" in err and "fewer --jobs-per-gpu" in err
+    assert not (here / "studies" / "tiny-synthetic-5M.db").exists()  # refused before the study was made
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"  # what the workers would inherit
+
+
 def test_a_retry_queued_twice_trains_once():
     worker, study = _worker(trials=1)
     params = {"stages": 1, "blocks_0": 1, "channels_0": 8, "stem_kernel": 3, "skip_kernel": 1, "block": "basic",
@@ -436,6 +474,7 @@ def test_one_command_with_several_workers_spawns_them_and_shows_their_trials(her
     two CPU entries, on the default SQLite storage."""
     import io
 
+    from nas.device import threads_per_worker
     from nas.progress import Progress
     from nas.search import SearchConfig, run_search
 
@@ -447,6 +486,8 @@ def test_one_command_with_several_workers_spawns_them_and_shows_their_trials(her
     summary = progress.summary(study)
     held = [t for t in study.trials if counts(t)]
     assert len(held) == 4 and summary["trained"] == 4
+    threads = threads_per_worker(2)  # each spawned worker took its share of the cores, not all of them
+    assert all(t.user_attrs["device"].endswith(f", {threads} threads)") for t in held)
     assert len({t.user_attrs["worker"]["pid"] for t in held}) <= 2 and os.getpid() not in {
         t.user_attrs["worker"]["pid"] for t in held}  # fmt: skip
     assert out.getvalue().count(" val 0.") + out.getvalue().count("pruned after") == 4
