@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from nas.decode import decode, resize
+from nas.device import check_fits, cpu_cores
 from nas.errors import NasError
-from nas.device import check_fits
 
 DEFAULT_DATA_DIR = Path(os.environ.get("NAS_DATA_DIR", Path.home() / ".cache" / "nas"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -166,47 +167,25 @@ def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     cached = _read_cache(cache, fingerprint)
     if cached:
         return cached
-    tensors = []
     for s in ("train", "test"):
         if not files[s]:
             raise NasError(f"{splits[s]} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-        tensors += [decode_images([f for f, _ in files[s]], image_size), torch.tensor([i for _, i in files[s]])]
-    if tensors[0].shape[1:] != tensors[2].shape[1:]:
-        raise NasError(f"{root}: train and test images differ in size; pass --image-size N to resize both.")
-    out = Dataset(f"imagefolder:{root}", *tensors, classes=classes)
+    images = decode_images([f for s in ("train", "test") for f, _ in files[s]], image_size)  # one pool of decoders
+    n, labels = len(files["train"]), {s: torch.tensor([i for _, i in files[s]]) for s in files}
+    out = Dataset(f"imagefolder:{root}", images[:n], labels["train"], images[n:], labels["test"], classes=classes)
     _write_cache(cache, out, fingerprint)
     return out
 
 
 def decode_images(paths: list[str], image_size: int | None) -> torch.Tensor:
-    """uint8 N x 3 x H x W from image files (resized to image_size x image_size where given)."""
-    # Pillow, not torchvision.io: torchvision 0.29 deprecated its decoders.
-    from concurrent.futures import ThreadPoolExecutor
-
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    def decode(p: str) -> torch.Tensor:
-        try:
-            with Image.open(p) as im:
-                img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-        except (OSError, UnidentifiedImageError) as e:
-            raise NasError(f"cannot decode image {p}: {e}") from None
-        return _resize(img[None], image_size)[0] if image_size and img.shape[-2:] != (image_size,) * 2 else img.contiguous()
-
-    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:  # decoders release the GIL
-        images = list(pool.map(decode, paths, chunksize=256))
-    shapes = {tuple(i.shape) for i in images}
-    if len(shapes) > 1:
-        a, b = sorted(shapes)[:2]
-        raise NasError(f"images differ in size ({a[1]}x{a[2]} and {b[1]}x{b[2]}); pass --image-size N to resize them.")
-    return torch.stack(images)
+    """uint8 N x 3 x H x W from image files (resized to image_size x image_size where given),
+    decoded in processes, one per core (nas.decode)."""
+    return torch.from_numpy(decode(paths, image_size, processes=cpu_cores()))
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 images resized to size x size (bilinear, antialiased when shrinking)."""
-    out = torch.nn.functional.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    return torch.from_numpy(resize(x.numpy(), size))
 
 
 def _cache_path_for(root: Path, filename: str, fingerprint: str) -> Path:

@@ -126,3 +126,28 @@ def test_imagefolder_of_mixed_sizes_needs_image_size(tmp_path):
     with pytest.raises(ValueError, match="--image-size"):
         load_dataset(f"imagefolder:{tmp_path}")
     assert load_dataset(f"imagefolder:{tmp_path}", image_size=8).train_x.shape == (6, 3, 8, 8)
+
+
+def test_decoder_processes_give_the_pixels_one_process_gives(tmp_path, monkeypatch):
+    from nas import decode
+
+    _write_images(tmp_path, [(12, 12), (12, 12)])
+    paths = sorted(str(p) for p in tmp_path.rglob("*.png"))
+    monkeypatch.setattr(decode, "PER_PROCESS", 3)  # 12 images: 3 processes of 4 parts each
+    alone = decode.decode_files(paths, None)
+    assert alone.shape == (12, 3, 12, 12) and alone.dtype == np.uint8
+    assert np.array_equal(decode.decode(paths, None, processes=3), alone)
+    assert decode.decode(paths, 8, processes=3).shape == (12, 3, 8, 8)  # resized in the processes
+
+
+def test_decoder_processes_report_a_bad_file_and_mixed_sizes_in_one_line(tmp_path, monkeypatch):
+    from nas import decode
+
+    _write_images(tmp_path, [(12, 12), (10, 14)])
+    paths = sorted(str(p) for p in tmp_path.rglob("*.png"))
+    monkeypatch.setattr(decode, "PER_PROCESS", 3)
+    with pytest.raises(ValueError, match=r"images differ in size \(10x14 and 12x12\); pass --image-size N"):
+        decode.decode(paths, None, processes=3)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"cannot decode image .*broken.png"):
+        decode.decode(paths[:5] + [str(tmp_path / "broken.png")] + paths[5:], 12, processes=3)
