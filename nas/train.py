@@ -279,6 +279,15 @@ def _save(path: Path, spec, recipe, model, optimizer, batches, history, device) 
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
+def checkpoint_progress(path: Path) -> tuple[int, int]:
+    """(epochs done, epochs of the run) a checkpoint records."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise NasError(f"cannot read checkpoint {path}: {e}") from None
+    return len(state["history"]), state["recipe"]["epochs"]
+
+
 def _restore(path: Path, spec, recipe, model, optimizer, batches, device) -> list[dict[str, float]]:
     try:
         # On the CPU: load_state_dict moves what belongs on the device, and the generator and RNG
