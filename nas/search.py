@@ -33,8 +33,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import DEFAULT_SPACE, Space, load_space
-from nas.study import (ARCH_KEY, METRIC, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name, make_pruner,
-                       make_sampler, open_search_study, storage_url, undecided)  # fmt: skip
+from nas.study import (ARCH_KEY, FILL_MIN, METRIC, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
+                       make_pruner, make_sampler, open_search_study, storage_url, undecided)  # fmt: skip
 
 # Longest wait for a lower-numbered trial to decide whether it trains. Live ones decide in
 # milliseconds and dead ones are failed as stale within STALE_S; this only ends a wait on a queued
@@ -42,7 +42,6 @@ from nas.study import (ARCH_KEY, METRIC, RECIPE_KEY, REJECTED, StoredTrial, coun
 CLAIM_WAIT_S = 600
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_ERRORS_IN_A_ROW = 3  # a broken device fails every trial: stop instead of burning the slots
-FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 STUDIES_DIR = Path("studies")
 REJECTED = ("over_budget", "over_macs", "underfilled", "invalid")  # proposals refused before any training
+FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget; the rest are underfilled
 NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
 STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget")
 # Machine-readable data lives in system attrs, which optuna-dashboard does not show; the user attrs

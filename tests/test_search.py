@@ -126,7 +126,7 @@ def test_fill_budget_uses_most_of_the_budget(here, capsys):
         assert t.state == TrialState.PRUNED and t.constraints["budget"] > 0 and not counts(t)
     assert len(trained) == 3 and all(0.9 <= t.user_attrs["params"] / 60_000 <= 1.0 for t in trained)
     if underfilled:  # said as what it is: under the budget, not over it
-        assert "under 90% of it" in out
+        assert "under 90% of the budget" in out
     record = (here / "results.md").read_text()
     assert "| passed the budget check |" in record and "too few for a share after the first 50" in record
     best = next(line for line in record.splitlines() if line.startswith("| best trial |"))
