@@ -227,7 +227,7 @@ class Progress:
         if best:
             parts.append(f"best {best.value:.4f} (#{best.number}, {fmt_params(best.user_attrs['params'])})")
         if rate:
-            eta = max(0, cfg.trials - len(done) - running) / rate * 3600
+            eta = max(0, cfg.trials - len(done)) / rate * 3600  # running trials still take time: not 0s while one trains
             parts += [f"{rate:.0f} trials/h", f"ETA {fmt_seconds(eta)}"]
         busy = self.monitor.busy() if self.monitor else None
         if busy is not None:
