@@ -93,7 +93,11 @@ def retrains(study: optuna.Study) -> dict[str, dict[str, Any]]:
 def describe(r: dict[str, Any]) -> str:
     """'test accuracy 0.9312 (flip-TTA 0.9350) after 200 epochs': a stored retrain result."""
     return (f"test accuracy {r['retrain_test_acc']:.4f} (flip-TTA {r['retrain_test_acc_tta']:.4f}) "
-            f"after {r['retrain_epochs']} epochs")  # fmt: skip
+            f"after {n_epochs(r['retrain_epochs'])}")  # fmt: skip
+
+
+def n_epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
 
 
 # ------------------------------------------------------------------------------- where a run starts
@@ -164,7 +168,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     dev = resolve_device(device)
     split = test_split(data).to(dev)
     log(f"retraining {target.name}: {target.spec.describe()} | {count_params(target.spec):,} params | "
-        f"{recipe.epochs} epochs on {len(split.train_y):,} images | {dev}")  # fmt: skip
+        f"{n_epochs(recipe.epochs)} on {len(split.train_y):,} images | {dev}")  # fmt: skip
     if start:
         log(f"  resuming from the checkpoint after epoch {start} of {recipe.epochs} ({ckpt})")
     if earlier:
