@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
 from nas.arch import ArchSpec
-from nas.progress import arch_brief, fmt_params, fmt_seconds, recipe_brief, rejected_words, trained
+from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
 from nas.retrain import describe, retrains
 from nas.study import (FILL_MIN, METRIC, STUDIES_DIR, StoredTrial, artifact_dir, study_space, trial_arch, trial_recipe,
@@ -328,9 +328,8 @@ def note(study: optuna.Study) -> str:
     macs = f", at most **{a['max_macs']:,}** MACs per image" if a.get("max_macs") else ""
     lines = [
         f"## {study.study_name}",
-        f"Budget **{a.get('budget', 0):,}** parameters{macs} · space `{a.get('space_path', '?')}` · data `{a.get('dataset', '?')}` "
-        f"· proxy {a.get('proxy_epochs', '?')} epochs on {a.get('proxy_subset', 1):g} of the training split "
-        f"(validation: {split.get('val_size', '?')} images, seed {split.get('seed', '?')}).",
+        f"Budget **{a.get('budget', 0):,}** parameters{macs} · space `{a.get('space_path', '?')}` · data "
+        f"`{a.get('dataset', '?')}`: {proxy_words(study, a.get('proxy_epochs', '?'))} (split seed {split.get('seed', '?')}).",
         "",
         f"{len(done)} trials trained ({sum(t.state == TrialState.PRUNED for t in done)} pruned by the pruner, "
         f"{sum(t.state == TrialState.FAIL for t in done)} failed); {rejected_words(trials)}.",

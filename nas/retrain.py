@@ -5,8 +5,9 @@ Written to `studies/<study>/<name>/` (name: trial-42 or preset-resnet24): model.
 recipe, class names, normalisation), history.csv (per epoch: train and test loss and accuracy),
 metrics.json, curves.html (self-contained: plotly inlined, so it renders offline and from the
 dashboard) and, while it runs, the checkpoint a `--resume` continues from. The results go on the
-study as user attr `retrain:<name>` and the files as study artifacts, since Optuna refuses every
-write to a finished trial; the trial's dashboard note links them. A second retrain of the same name
+study (system attr `nas:retrain:<name>` for nas, one line in user attr `retrain:<name>` for people)
+and the files as study artifacts, since Optuna refuses every write to a finished trial; the
+trial's dashboard note links them. A second retrain of the same name
 keeps the first unless told (`--replace`), and then replaces it, artifacts included.
 """
 
@@ -28,7 +29,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space
-from nas.study import REJECTED, STUDIES_DIR, artifact_dir, study_space, trial_arch, trial_recipe
+from nas.study import (REJECTED, RETRAIN_PREFIX, STUDIES_DIR, artifact_dir, set_study_system_attr, study_space,
+                       study_system_attrs, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
 CHECKPOINT = "checkpoint.pt"
@@ -86,8 +88,12 @@ def default_out(study: optuna.Study, name: str) -> Path:
 
 
 def retrains(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    """name -> results of every retrain stored on the study."""
-    return {k.split(":", 1)[1]: v for k, v in study.user_attrs.items() if k.startswith("retrain:")}
+    """name -> results of every retrain stored on the study (older studies kept the dicts in user attrs)."""
+    found = {k.removeprefix(RETRAIN_PREFIX): v for k, v in study.user_attrs.items()
+             if k.startswith(RETRAIN_PREFIX) and isinstance(v, dict)}  # fmt: skip
+    system = f"nas:{RETRAIN_PREFIX}"
+    found.update({k.removeprefix(system): v for k, v in study_system_attrs(study).items() if k.startswith(system)})
+    return found
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -219,7 +225,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     write_curves(history, out / "curves.html", f"{study.study_name} {target.name}")
     metrics["dir"] = str(out)
     metrics["artifacts"] = _upload(study, target.name, out, (earlier or {}).get("artifacts", {}))
-    study.set_user_attr(f"retrain:{target.name}", metrics)
+    set_study_system_attr(study, f"nas:{RETRAIN_PREFIX}{target.name}", metrics)
+    study.set_user_attr(f"{RETRAIN_PREFIX}{target.name}", f"{describe(metrics)}; {out}")  # what the dashboard lists
     ckpt.unlink(missing_ok=True)  # finished: a checkpoint left behind would mean an interrupted run
     log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s -> {out}")
     return metrics
@@ -266,7 +273,7 @@ def write_curves(history: list[dict[str, float]], path: Path, title: str) -> Non
     for col, metric in ((1, "loss"), (2, "acc")):
         for split in ("train", "test"):
             fig.add_scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], name=f"{split} {metric}",
-                            mode="lines", row=1, col=col)  # fmt: skip
+                            mode="lines+markers", row=1, col=col)  # markers: a 1-epoch run is a point
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title)
     fig.write_html(path, include_plotlyjs=True)

@@ -31,6 +31,7 @@ STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epoc
 # Machine-readable data lives in system attrs, which optuna-dashboard does not show; the user attrs
 # hold what a person reads there: short strings and numbers.
 ARCH_KEY, RECIPE_KEY, SPACE_KEY = "nas:arch", "nas:recipe", "nas:space"
+RETRAIN_PREFIX = "retrain:"  # + trial-42 / preset-resnet24: a retrain's result, a line for people, the dict for nas
 METRIC = "proxy_val_acc"  # the objective's name in the dashboard, the report and the leaderboard
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
@@ -230,7 +231,7 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
 def study_space(study: optuna.Study) -> str | None:
     """The search-space text a study was made with (studies made before it moved to a system attr
     keep it in the user attr `space`)."""
-    return get_study_system_attr(study, SPACE_KEY) or study.user_attrs.get("space")
+    return study_system_attrs(study).get(SPACE_KEY) or study.user_attrs.get("space")
 
 
 def _versions() -> dict[str, str]:
@@ -302,9 +303,9 @@ class StoredTrial:
         return self.storage.set_trial_state_values(self.trial_id, state=TrialState.FAIL)
 
 
-def get_study_system_attr(study: optuna.Study, key: str) -> Any:
-    """A study's system attr (Optuna 5 has no public API for them; the space text is one)."""
-    return study._storage.get_study_system_attrs(study._study_id).get(key)
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """A study's system attrs (Optuna 5 has no public API for them; the space text is one)."""
+    return study._storage.get_study_system_attrs(study._study_id)
 
 
 def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:

@@ -68,7 +68,9 @@ def test_retrain_writes_files_results_and_artifacts(here, capsys, http_get):
         assert (out_dir / name).stat().st_size > 0
     assert not (out_dir / "checkpoint.pt").exists()  # finished: nothing left for --resume
     study = load_study(None, STUDY)
-    r = study.user_attrs[f"retrain:trial-{number}"]
+    r = rt.retrains(study)[f"trial-{number}"]
+    line = study.user_attrs[f"retrain:trial-{number}"]  # what the dashboard's attribute table shows: one line
+    assert line.startswith("test accuracy ") and len(line) < 200
     assert r["retrain_epochs"] == 2 and 0 <= r["retrain_test_acc"] <= 1 and 0 <= r["retrain_test_acc_tta"] <= 1
     assert r["retrain_seconds"] > 0 and r["proxy_val_acc"] == study.trials[number].value
     assert json.loads((out_dir / "metrics.json").read_text())["retrain_test_acc"] == r["retrain_test_acc"]
@@ -103,17 +105,17 @@ def test_a_second_retrain_is_kept_unless_replaced_and_then_replaces_in_place(her
     from optuna.artifacts import get_all_artifact_meta
 
     number = complete_trials()[0]  # retrained by the test above
-    before = load_study(None, STUDY).user_attrs[f"retrain:trial-{number}"]
+    before = rt.retrains(load_study(None, STUDY))[f"trial-{number}"]
     assert main(["retrain", "--trial", str(number), "--epochs", "2"]) == 0
     assert f"trial-{number}: already retrained in" in capsys.readouterr().out
     study = load_study(None, STUDY)
-    assert study.user_attrs[f"retrain:trial-{number}"] == before
+    assert rt.retrains(study)[f"trial-{number}"] == before
     n_artifacts = len(get_all_artifact_meta(study))
 
     assert main(["retrain", "--trial", str(number), "--epochs", "1", "--replace"]) == 0
     assert "replacing the earlier retrain" in capsys.readouterr().out
     study = load_study(None, STUDY)
-    after = study.user_attrs[f"retrain:trial-{number}"]
+    after = rt.retrains(study)[f"trial-{number}"]
     assert after["retrain_epochs"] == 1 and after["artifacts"] == before["artifacts"]  # same ids, new content
     assert len(get_all_artifact_meta(study)) == n_artifacts  # the dashboard lists each file once
     history = here / "studies" / STUDY / "artifacts" / after["artifacts"]["history.csv"]
@@ -173,7 +175,7 @@ def test_retrain_resumes_after_a_kill_and_reaches_the_same_result(here, monkeypa
 
 def test_predict_needs_a_retrained_trial(here, capsys):  # before the report test retrains them all
     study = load_study(None, STUDY)
-    never = next(t.number for t in study.trials if f"retrain:trial-{t.number}" not in study.user_attrs)
+    never = next(t.number for t in study.trials if f"trial-{t.number}" not in rt.retrains(study))
     assert main(["predict", "--trial", str(never), "--images", "."]) == 2
     assert "has not been retrained" in capsys.readouterr().err
 
@@ -181,15 +183,15 @@ def test_predict_needs_a_retrained_trial(here, capsys):  # before the report tes
 def test_retrain_a_preset_into_the_same_study(here, capsys):
     (here / "small.yaml").write_text(SMALL_PRESET)
     assert main(["retrain", "--preset", str(here / "small.yaml")]) == 0
-    r = load_study(None, STUDY).user_attrs["retrain:preset-small"]
+    r = rt.retrains(load_study(None, STUDY))["preset-small"]
     assert r["retrain_epochs"] == 2 and r["proxy_val_acc"] is None and r["spec"]["channels"] == [8, 16]
     assert (here / "studies" / STUDY / "preset-small" / "model.pt").exists()
 
 
 def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
-    done = {k for k in load_study(None, STUDY).user_attrs if k.startswith("retrain:trial-")}
+    done = set(rt.retrains(load_study(None, STUDY)))
     for number in complete_trials():
-        if f"retrain:trial-{number}" not in done:
+        if f"trial-{number}" not in done:
             assert main(["retrain", "--trial", str(number), "--epochs", "1"]) == 0
     capsys.readouterr()
     assert main(["report", "--out", "rep"]) == 0
@@ -225,7 +227,7 @@ def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain():
 
 
 def test_predict_writes_a_correct_csv(here, capsys):
-    number = next(int(k.split("-")[-1]) for k in load_study(None, STUDY).user_attrs if k.startswith("retrain:trial-"))
+    number = next(int(k.split("-")[-1]) for k in rt.retrains(load_study(None, STUDY)) if k.startswith("trial-"))
     images = here / "unlabeled"
     (images / "sub").mkdir(parents=True, exist_ok=True)
     data = load_dataset("synthetic:200")
@@ -316,7 +318,7 @@ def made_up_study(budget=5000):
         study.add_trial(create_trial(state=state, value=value, user_attrs=attrs, intermediate_values=steps,
                                      system_attrs={ARCH_KEY: spec.to_dict(), RECIPE_KEY: Recipe().to_dict()}))  # fmt: skip
     big = ArchSpec(blocks=[2, 2, 2, 2], channels=[64, 128, 256, 512])
-    study.set_user_attr("retrain:preset-resnet18", {
+    study.set_user_attr("retrain:preset-resnet18", {  # the older layout: the dict in the user attr
         "retrain_test_acc": 0.95, "retrain_test_acc_tta": 0.955, "retrain_epochs": 200, "params": count_params(big),
         "macs": count_macs(big), "spec": big.to_dict(), "recipe": Recipe().to_dict()})  # fmt: skip
     return study
