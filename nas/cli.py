@@ -454,7 +454,8 @@ def _add_retrain(sub: Any) -> None:
     p.add_argument("--out", help="output folder (default studies/<study>/trial-N)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help="continue an interrupted retrain from its last checkpoint (written every 5 epochs)")
+                       help="continue an interrupted retrain from its last checkpoint (written every 5 epochs); "
+                       "where there is none, start")
     again.add_argument("--replace", action="store_true",
                        help="retrain again what was retrained before, replacing its result and files")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")

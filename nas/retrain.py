@@ -117,18 +117,15 @@ def checkpoint_progress(path: Path) -> tuple[int, int]:
 
 
 def start_epoch(study: optuna.Study, name: str, out: Path, *, resume: bool, replace: bool) -> int | None:
-    """Where a retrain of `name` into `out` starts: 0 (from scratch), the epoch an interrupted run's
-    checkpoint reached (--resume), or None: it was retrained into `out` before and is kept.
-    Refuses where starting would throw work away without being asked to (a checkpoint, a result)."""
+    """Where a retrain of `name` into `out` starts: the epoch an interrupted run's checkpoint reached
+    (--resume), 0 (from scratch; with --resume, where there is nothing to resume, which the run
+    says), or None: it was retrained into `out` before and is kept. Refuses where starting would
+    throw work away without being asked to: an interrupted run's checkpoint."""
     done, total = checkpoint_progress(out / CHECKPOINT)
     interrupted = 0 < done < total
     earlier = retrains(study).get(name)
-    if resume:
-        if interrupted:
-            return done
-        why = f"it finished with {describe(earlier)}; pass --replace to retrain it again" if earlier else \
-            "run without --resume to start"  # fmt: skip
-        raise NasError(f"{name}: no interrupted retrain to resume in {out}: {why}.")
+    if resume and interrupted:
+        return done
     if interrupted and not replace:
         raise NasError(f"{name}: an interrupted retrain left a checkpoint after epoch {done} of {total} in {out}; "
                          f"pass --resume to continue it, or --replace to start over.")  # fmt: skip
@@ -177,6 +174,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
         f"{n_epochs(recipe.epochs)} on {len(split.train_y):,} images | {dev}")  # fmt: skip
     if start:
         log(f"  resuming from the checkpoint after epoch {start} of {recipe.epochs} ({ckpt})")
+    elif resume:
+        log(f"  no interrupted retrain to resume in {out}: starting from epoch 1")
     if earlier:
         log(f"  replacing the earlier retrain in {earlier['dir']}: {describe(earlier)}")
 

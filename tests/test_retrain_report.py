@@ -121,8 +121,8 @@ def test_a_second_retrain_is_kept_unless_replaced_and_then_replaces_in_place(her
     history = here / "studies" / STUDY / "artifacts" / after["artifacts"]["history.csv"]
     assert len(history.read_text().splitlines()) == 2  # header + the one epoch of the new run
 
-    assert main(["retrain", "--trial", str(number), "--resume"]) == 2
-    assert "no interrupted retrain to resume" in capsys.readouterr().err
+    assert main(["retrain", "--trial", str(number), "--resume"]) == 0  # nothing to resume, and done: kept
+    assert f"trial-{number}: already retrained in" in capsys.readouterr().out
 
 
 def test_an_interrupted_retrain_says_how_to_resume_and_is_not_thrown_away(here, monkeypatch):
@@ -147,6 +147,9 @@ def test_an_interrupted_retrain_says_how_to_resume_and_is_not_thrown_away(here, 
     resumed = rt.retrain(study, target, load_dataset("synthetic:200"), out=out, resume=True, log=said.append)
     assert any("resuming from the checkpoint after epoch 2 of 3" in line for line in said)
     assert resumed["retrain_epochs"] == 3  # the interrupted run's length, without --epochs
+    said.clear()  # --resume where there is nothing to resume starts, and says so (scripts pass it always)
+    rt.retrain(study, target, load_dataset("synthetic:200"), epochs=1, out=here / "fresh", resume=True, log=said.append)
+    assert any("no interrupted retrain to resume in" in line and "starting from epoch 1" in line for line in said)
 
 
 def test_retrain_resumes_after_a_kill_and_reaches_the_same_result(here, monkeypatch):
