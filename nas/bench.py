@@ -157,7 +157,8 @@ def record(r: dict[str, Any], path: Path, command: str) -> None:
 def append_record(path: Path, device: str, command: str, rows: list[tuple[str, str]]) -> None:
     """Append a dated Markdown section (`## date · device · command`, then a table) to `path`."""
     text = f"\n## {datetime.date.today().isoformat()} · {device} · `{command}`\n\n| | |\n|---|---|\n"
-    text += "".join(f"| {k} | {v} |\n" for k, v in rows)
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731  (a bare | would end the cell)
+    text += "".join(f"| {cell(k)} | {cell(v)} |\n" for k, v in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(text)

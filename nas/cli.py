@@ -20,16 +20,36 @@ from nas.blocks import BLOCKS, block_reads
 from nas.errors import NasError
 
 EXIT_USAGE = 2
+WORKFLOW = """nas: find the most accurate image classifier under a hard parameter budget.
+
+A first search, on generated images (a minute or a few, depending on the CPU):
+  nas search --space search_spaces/tiny.yaml --dataset synthetic --trials 5 --budget 20k
+
+The workflow:
+  nas count --space search_spaces/resnet_cifar.yaml --budget 5M   how much of the space fits the budget
+  nas search --budget 5M --trials 200                             propose, reject over budget, train proxies
+  nas report                                                      leaderboard and figures
+  nas retrain --top 3                                             train the best in full and test them
+  nas predict --trial N --images DIR                              label images with a retrained trial
+  optuna-dashboard sqlite:///studies/<study>.db --artifact-dir studies/<study>/artifacts
+
+nas COMMAND --help for a command's options; nas --help for the list of commands."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        print(WORKFLOW)
+        return 0
     args = parser.parse_args(argv)
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # nas report | head: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 1
     except NasError as e:
         if os.environ.get("NAS_DEBUG"):
             raise
@@ -137,9 +157,9 @@ def add_arch_flags(p: argparse.ArgumentParser) -> None:
                    "channels / narrow width; mbconv: wide width / input width); default " +
                    ", ".join(f"{b.name} {b.fields['expansion']}" for b in BLOCKS.values() if "expansion" in b.fields))  # fmt: skip
     g.add_argument("--se", type=int, help="squeeze-and-excitation ratio (0 = off)")
-    g.add_argument("--classes", type=int)
-    g.add_argument("--image-size", type=int)
-    g.add_argument("--in-channels", type=int)
+    g.add_argument("--classes", type=int, help="classes of the output layer (default 10)")
+    g.add_argument("--image-size", type=int, help="input image side in pixels (default 32)")
+    g.add_argument("--in-channels", type=int, help="input channels (default 3)")
 
 
 ARCH_FLAGS = ("blocks", "channels", "stem_channels", "stem_kernel", "kernel", "skip_kernel", "pool", "block",
@@ -176,7 +196,7 @@ def _add_count(sub: Any) -> None:
     p.add_argument("--space", help="sample this search space instead and report the budget share")
     p.add_argument("--budget", type=parse_count, help="parameter budget, e.g. 5e6 or 5M")
     p.add_argument("--samples", type=parse_count, default=100_000, help="configurations to sample with --space")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling with --space (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_count)
 
@@ -226,7 +246,9 @@ def _count_space(args: argparse.Namespace) -> int:
     print(f"samples      {s['samples']:,} (seed {args.seed}, uniform random)")
     print(f"budget       {s['budget']:,}: {s['within_budget']:.1%} of samples within")
     print(f"smallest     {s['smallest']:,} parameters")
-    print("parameters   " + "  ".join(f"{k} {v / 1e6:.2f}M" for k, v in s["percentiles"].items()))
+    from nas.progress import fmt_params
+
+    print("parameters   " + "  ".join(f"{k} {fmt_params(v)}" for k, v in s["percentiles"].items()))
     if s["macs_within_budget"]:
         print("MACs         " + "  ".join(f"{k} {v / 1e6:,.1f}M" for k, v in s["macs_within_budget"].items())
               + "  per image, of those within budget")  # fmt: skip
@@ -249,14 +271,14 @@ def _add_bench(sub: Any) -> None:
     add_data_flags(p)
     p.add_argument("--preset", help="a preset (default: resnet24 unless --blocks/--channels are given)")
     p.add_argument("--epochs", type=int, default=5, help="epochs of the speed run (default 5)")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=512, help="training batch size (default 512)")
     p.add_argument("--accuracy-run", type=int, default=0, metavar="N", help="then train N epochs and test")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (its compile time counts)")
     add_precision_flag(p)
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
     p.add_argument("--record", metavar="PATH", type=output_file, help="append the result to this Markdown file "
                    "(e.g. benchmarks/RESULTS.md)")  # fmt: skip
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(run=run_bench)
 
 
@@ -304,18 +326,23 @@ def _add_search(sub: Any) -> None:
                    help=f"parameter budget: 5e6, 5000000 or 5M (default {budget_label(D.budget)})")
     p.add_argument("--max-macs", type=parse_count, default=D.max_macs, metavar="MACS",
                    help="also reject proposals over this many multiply-accumulates per image, e.g. 25M (default: no limit)")
-    p.add_argument("--trials", type=int, default=D.trials, help="trained trials wanted, all workers together (default %(default)s)")
+    p.add_argument("--trials", type=int, default=D.trials,
+                   help="trained trials wanted, all workers together; rejected proposals do not count (default %(default)s)")
     p.add_argument("--space", default=D.space, help=f"search-space YAML or its name (default: search_spaces/{Path(D.space).name})")
     p.add_argument("--study", default=D.study, help="study name (default: <space>-<dataset>-<budget>)")
     p.add_argument("--storage", default=D.storage, help="Optuna storage URL (default sqlite:///studies/<study>.db); "
                    "postgresql://..., mysql://..., or journal:PATH for many processes on one machine")
     add_data_flags(p, default=D.dataset)
-    p.add_argument("--sampler", choices=SAMPLERS, default=D.sampler)
-    p.add_argument("--pruner", choices=PRUNERS, default=D.pruner)
+    p.add_argument("--sampler", choices=SAMPLERS, default=D.sampler,
+                   help="how configurations are proposed (default %(default)s; tpe is the only one that learns from "
+                   "rejected proposals: with gp or nsga2 use --fill-budget)")  # fmt: skip
+    p.add_argument("--pruner", choices=PRUNERS, default=D.pruner,
+                   help="how unpromising proxy trainings are stopped early (default %(default)s)")
     p.add_argument("--proxy-epochs", type=int, default=D.proxy_epochs, help="epochs of each proxy training (default %(default)s)")
-    p.add_argument("--proxy-subset", type=float, default=D.proxy_subset, help="fraction of the training split proxies train on")
+    p.add_argument("--proxy-subset", type=float, default=D.proxy_subset,
+                   help="fraction of the training split proxies train on (default %(default)s: all of it)")
     p.add_argument("--val-size", type=int, default=D.val_size, help="validation images carved from the training set (default 10%%)")
-    p.add_argument("--split-seed", type=int, default=D.split_seed)
+    p.add_argument("--split-seed", type=int, default=D.split_seed, help="seed of the validation split (default %(default)s)")
     p.add_argument("--fill-budget", action="store_true", default=D.fill_budget,
                    help="scale each proposal's widths to use 90-100%% of the budget")
     p.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: every visible GPU; 'cpu' for the CPU)")
@@ -359,9 +386,12 @@ def run_search(args: argparse.Namespace) -> int:
     try:
         study = search(cfg, progress)
     except KeyboardInterrupt:
+        progress.close()
         print("\nnas search: interrupted; running trials were marked failed. Run the same command to resume.",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        progress.close()
     summary = progress.summary(study)
     from nas.report import write_note
 
@@ -369,14 +399,18 @@ def run_search(args: argparse.Namespace) -> int:
     if args.record:
         from nas.bench import append_record
 
+        s = summary
+        passed = "no proposal yet" if s["passed"] is None else f"{s['passed']:.1%} of {s['proposals']} proposals, " + (
+            f"{s['passed_after_50']:.1%} after the first 50" if s["passed_after_50"] is not None
+            else "too few for a share after the first 50")  # fmt: skip
+        best = s["top"][0] if s["top"] else None
         append_record(Path(args.record), _device_of(cfg.devices), "nas " + " ".join(sys.argv[1:]), [
-            ("wall time", f"{summary['wall_seconds'] / 60:.1f} min for {summary['trained']} trained trials"),
-            ("trials per hour", f"{summary['trials_per_hour'] or 0:.0f}"),
-            ("GPU busy", summary["gpu_busy_text"] or "no GPU in use"),
-            ("within budget", f"{summary['within_budget']:.1%} of all proposals, "
-                              f"{(summary['within_budget_after_50'] or 0):.1%} after the first 50"),
-            ("best trial", f"#{summary['top'][0]['number']}: val {summary['top'][0]['val_acc']:.4f}, "
-                           f"{summary['top'][0]['arch']} | {summary['top'][0]['recipe']}" if summary["top"] else "none"),
+            ("wall time", f"{s['wall_seconds'] / 60:.1f} min for {s['trained']} trained trials"),
+            ("trials per hour", f"{s['trials_per_hour'] or 0:.0f}"),
+            ("GPU busy", s["gpu_busy_text"] or "no GPU in use"),
+            ("passed the budget check", passed),
+            ("best trial", f"#{best['number']}: val {best['val_acc']:.4f}, {best['arch']} | {best['recipe']}"
+                           if best else "none"),
         ])  # fmt: skip
     return 0
 
@@ -399,6 +433,22 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
 
 
+def open_study(args: argparse.Namespace):
+    """The study --study/--storage name and its storage URL, after a line saying which it is:
+    without them, the newest studies/*.db is used, which is not always the one meant."""
+    from nas.study import load_study, shown_url, storage_url, study_dbs
+
+    study = load_study(args.storage, args.study)
+    if args.study is None and args.storage is None:
+        dbs = study_dbs()
+        others = f"the newest of {len(dbs)} in studies/; --study NAME picks another" if len(dbs) > 1 else "the only one"
+        print(f"study {study.study_name} in {dbs[-1]} ({others})")
+        return study, f"sqlite:///{dbs[-1]}"
+    url = storage_url(args.storage, study.study_name)
+    print(f"study {study.study_name} in {shown_url(url)}")
+    return study, url
+
+
 def _add_retrain(sub: Any) -> None:
     p = sub.add_parser(
         "retrain",
@@ -415,7 +465,12 @@ def _add_retrain(sub: Any) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 in the default space)")
     p.add_argument("--seed", type=int, help="seed (default: the recipe's)")
     p.add_argument("--out", help="output folder (default studies/<study>/trial-N)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint a killed run left")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue an interrupted retrain from its last checkpoint (written every 5 epochs); "
+                       "where there is none, start")
+    again.add_argument("--replace", action="store_true",
+                       help="retrain again what was retrained before, replacing its result and files")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off on long runs)")
     add_precision_flag(p)
@@ -430,29 +485,38 @@ def run_retrain(args: argparse.Namespace) -> int:
     from nas import retrain as rt
     from nas.data import load_dataset
     from nas.report import write_note
-    from nas.study import load_study
+    from nas.study import dashboard_command
+    from nas.space import load_preset
 
     if args.epochs is not None and args.epochs < 1:
         raise NasError("--epochs must be at least 1.")
-    study = load_study(args.storage, args.study)
+    if args.out and args.top:
+        raise NasError("--out names one folder; use it with --trial or --preset, not --top.")
+    study, url = open_study(args)
     if args.trial is not None:
         rt.find_trial(study, args.trial)  # an unknown trial fails before any data is loaded
-    dataset = args.dataset or study.user_attrs.get("dataset")
-    if not dataset:
-        raise NasError(f"study {study.study_name!r} records no dataset; pass --dataset.")
-    data = load_dataset(dataset, args.data_dir)
-    if args.preset:
-        targets = [rt.preset_target(args.preset, data.shape)]
-    else:
-        numbers = [args.trial] if args.trial is not None else rt.best_trials(study, args.top)
-        targets = [rt.trial_target(study, n, data.shape) for n in numbers]
-    if args.out and len(targets) > 1:
-        raise NasError("--out names one folder; use it with --trial or --preset, not --top.")
-    for target in targets:
-        rt.retrain(study, target, data, epochs=args.epochs, seed=args.seed, out=Path(args.out) if args.out else None,
-                   resume=args.resume, device=args.device, compile=args.compile, precision=args.precision,
-                   deterministic=args.deterministic)  # fmt: skip
-        write_note(study)
+    numbers = [args.trial] if args.trial is not None else rt.best_trials(study, args.top) if args.top else []
+    names = [f"trial-{n}" for n in numbers] or [f"preset-{load_preset(args.preset)[0]}"]
+    outs = {name: Path(args.out) if args.out else rt.default_out(study, name) for name in names}
+    # Before any data is loaded: what would be skipped, and what would throw work away unasked.
+    todo = [name for name in names if rt.start_epoch(study, name, outs[name], resume=args.resume,
+                                                        replace=args.replace) is not None]  # fmt: skip
+    for name in names:
+        if name not in todo:
+            print(rt.kept(study, name))
+    if todo:
+        dataset = args.dataset or study.user_attrs.get("dataset")
+        if not dataset:
+            raise NasError(f"study {study.study_name!r} records no dataset; pass --dataset.")
+        data = load_dataset(dataset, args.data_dir)
+        for name in todo:
+            target = rt.preset_target(args.preset, data.shape) if args.preset else \
+                rt.trial_target(study, int(name.split("-", 1)[1]), data.shape)  # fmt: skip
+            rt.retrain(study, target, data, epochs=args.epochs, seed=args.seed, out=outs[name], resume=args.resume,
+                       replace_earlier=args.replace, device=args.device, compile=args.compile,
+                       precision=args.precision, deterministic=args.deterministic)  # fmt: skip
+            write_note(study)
+    print(f"browse the results: {dashboard_command(url, study.study_name)}")
     return 0
 
 
@@ -469,27 +533,31 @@ def _add_report(sub: Any) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    import shutil
+    import textwrap
     from pathlib import Path
 
-    import pandas as pd
+    from nas.report import console_table, legend, report
 
-    from nas.report import report
-    from nas.study import load_study
-
-    study = load_study(args.storage, args.study)
+    study, _ = open_study(args)
     r = report(study, Path(args.out) if args.out else None)
     df = r["leaderboard"]
     if df.empty:
         print(f"study {study.study_name!r} has no trained trial yet.")
     else:
-        shown = df.drop(columns=["recipe", "state"]).head(20)
-        shown = shown.astype(object).where(shown.notna(), "")  # a blank, not NaN, where nothing was measured
-        with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4f}".format):
-            print(shown.to_string(index=False))
+        # A terminal's width; a pipe or a file gets 120 columns (leaderboard.csv has every field in full).
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 120
+        table = console_table(df.head(20), width)
+        print(table)
+        if len(df) > 20:
+            print(f"... and {len(df) - 20} more rows in leaderboard.csv")
+        print(textwrap.fill(legend(table.splitlines()[0].split()), width))
     if r["fidelity"]:
         f = r["fidelity"]
         print(f"proxy fidelity over {f['trials']} retrained trials: Kendall tau {f['kendall_tau']:.3f}, "
               f"Spearman {f['spearman']:.3f}")  # fmt: skip
+    for what, why in r["skipped"].items():
+        print(f"no {what}: {why}")
     print(f"wrote leaderboard.csv, leaderboard.md and {', '.join(r['figures'])} to {r['dir']}")
     return 0
 
@@ -507,7 +575,7 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--images", required=True, help="folder of images (searched recursively)")
     p.add_argument("--out", default="predictions.csv", type=output_file, help="CSV to write (default predictions.csv)")
     p.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
-    p.add_argument("--device")
+    p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
     p.set_defaults(run=run_predict)
 
 
@@ -520,9 +588,8 @@ def run_predict(args: argparse.Namespace) -> int:
         model = Path(args.model)
     else:
         from nas.retrain import find_trial, retrains
-        from nas.study import load_study
 
-        study = load_study(args.storage, args.study)
+        study, _ = open_study(args)
         find_trial(study, args.trial)
         done = retrains(study).get(f"trial-{args.trial}")
         if not done:

@@ -29,6 +29,7 @@ HEARTBEAT_S = 20
 STALE_S = 120
 MAX_RETRIES = 2
 HEARTBEAT_KEY = "nas:heartbeat"
+WORKER_KEY = "nas:worker"  # who runs a trial, for the machine; the user attr `worker` says it for people
 
 
 @functools.cache
@@ -47,9 +48,9 @@ def _me() -> dict[str, Any]:
     return {"host": socket.gethostname(), "machine": _machine(), "pid": os.getpid()}
 
 
-def _process_gone(worker: dict[str, Any] | None) -> bool:
+def _process_gone(worker: Any) -> bool:
     """True only for a worker of this machine (same boot, same PID namespace) whose process is gone."""
-    if not worker or worker.get("machine") != _machine():
+    if not isinstance(worker, dict) or worker.get("machine") != _machine():
         return False
     try:
         os.kill(int(worker["pid"]), 0)
@@ -75,7 +76,7 @@ class Liveness:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             beat = t.system_attrs.get(HEARTBEAT_KEY)
             age = now - beat if beat is not None else time.monotonic() - self.unstamped.setdefault(t.number, time.monotonic())
-            if age < STALE_S and not _process_gone(t.user_attrs.get("worker")):
+            if age < STALE_S and not _process_gone(t.system_attrs.get(WORKER_KEY, t.user_attrs.get("worker"))):
                 continue
             stored = StoredTrial.of(study, t)  # not ours: Optuna's public API writes only to one's own trials
             try:  # the reason first: a finished trial's attributes are read-only
@@ -102,8 +103,10 @@ class Heartbeat:
         threading.Thread(target=self._run, daemon=True).start()
 
     def start(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        trial.set_user_attr("worker", _me())
+        me = _me()
+        trial.set_user_attr("worker", f"{me['host']} pid {me['pid']}")
         stored = StoredTrial.of(study, trial)  # system attrs: the dashboard does not list them
+        stored.set_system_attr(WORKER_KEY, me)  # older studies kept this dict in the user attr
         stored.set_system_attr(HEARTBEAT_KEY, time.time())
         self.trial = stored
 

@@ -1,9 +1,12 @@
-"""What a running search shows: a line per trained trial, a live status line (trained k/N, rejected
-over budget, running, best so far, trials per hour, ETA) and the final summary. Everything is read
-back from the study, so one display serves one worker or many."""
+"""What a running search shows: a line per trained trial; on a terminal, a live footer (trained
+k/N, rejected, best so far, trials per hour, ETA, and each running trial with its epoch) fitted to
+the terminal's width by rich; in a log, a status line per trained trial; and the final summary.
+Everything is read back from the study, so one display serves one worker or many."""
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 import sys
 import threading
 import time
@@ -12,38 +15,68 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import REJECTED, counts, dashboard_arg, storage_url
+from nas.study import (FILL_MIN, METRIC, REJECTED, counts, dashboard_command, shown_url, storage_url, trial_arch,
+                       trial_recipe, trial_seconds)  # fmt: skip
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+REFRESH_S = 1.0  # the live footer reads the study this often
+MAX_RUNNING_LINES = 8
+REJECTION_WORDS = {"over_budget": "over budget", "over_macs": "over the MAC limit",
+                   "underfilled": f"under {FILL_MIN:.0%} of the budget", "invalid": "invalid"}  # fmt: skip
 
 
 def fmt_params(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 10**6 else f"{n / 1e3:.1f}k"
 
 
-def recipe_brief(r: dict[str, Any]) -> str:
-    parts = [f"{r['optimizer']} lr {r['lr']:.3g}", r["schedule"], f"bs {r['batch_size']}"]
-    parts += [f"{k} {r[k]:g}" for k in ("cutout", "mixup", "cutmix", "rotation", "label_smoothing") if r.get(k)]
-    return ", ".join(parts)
+def recipe_brief(t: FrozenTrial) -> str:
+    from nas.recipe import Recipe
+
+    r = trial_recipe(t)
+    return Recipe.from_dict(r).describe() if r else "?"
 
 
 def arch_brief(t: FrozenTrial) -> str:
     from nas.arch import ArchSpec
 
-    return ArchSpec.from_dict(t.user_attrs["arch"]).describe() if "arch" in t.user_attrs else "?"
+    a = trial_arch(t)
+    return ArchSpec.from_dict(a).describe() if a else "?"
 
 
 def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state in FINISHED and counts(t)]
 
 
+def rejected(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    return [t for t in trials if t.user_attrs.get("reason") in REJECTED]
+
+
+def rejected_words(trials: list[FrozenTrial]) -> str:
+    """'7 proposals rejected before training (6 over budget, 1 under 90% of it)'."""
+    out = rejected(trials)
+    by = {w: sum(t.user_attrs["reason"] == r for t in out) for r, w in REJECTION_WORDS.items()}
+    kinds = [(w, n) for w, n in by.items() if n]
+    detail = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {w}" for w, n in kinds)
+    return f"{len(out)} proposal{'s' * (len(out) != 1)} rejected before training" + (f" ({detail})" if detail else "")
+
+
 def budget_shares(trials: list[FrozenTrial]) -> tuple[float | None, float | None]:
-    """Share of proposals within budget (not rejected): over all, and after the first 50."""
+    """Share of proposals that passed the budget check (not rejected): over all, and after the first 50."""
     proposals = sorted((t for t in trials if "params" in t.user_attrs or t.user_attrs.get("reason") == "invalid"),
                        key=lambda t: t.number)  # fmt: skip
-    within = [t.user_attrs.get("reason") not in REJECTED for t in proposals]
+    passed = [t.user_attrs.get("reason") not in REJECTED for t in proposals]
     share = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
-    return share(within), share(within[50:])
+    return share(passed), share(passed[50:])
+
+
+def proxy_words(study: optuna.Study, proxy_epochs: int) -> str:
+    """What a proxy training is, in numbers: 'each trial trains 5 epochs on 900 images and is
+    scored on 100 held-out validation images'."""
+    split = study.user_attrs.get("split", {})
+    n = lambda key: f"{split[key]:,}" if isinstance(split.get(key), int) else "?"  # noqa: E731
+    part = f" ({split['subset']:.0%} of the training split)" if split.get("subset", 1) < 1 else ""
+    return (f"each trial trains {proxy_epochs} epochs on {n('train_size')} images{part} and is scored on "
+            f"{n('val_size')} held-out validation images")  # fmt: skip
 
 
 class GpuMonitor:
@@ -105,6 +138,10 @@ class Progress:
         self.cfg: Any = None
         self.monitor: GpuMonitor | None = None
         self.last_trained = -1
+        self._lock = threading.RLock()
+        self._console: Any = None  # a rich Console on a terminal: it wraps lines at words, at the terminal's width
+        self._footer: Any = None  # rich.live.Live while the live footer shows
+        self._stop = threading.Event()
 
     def start(self, study: optuna.Study, cfg: Any) -> None:
         self.cfg, self.t0 = cfg, time.time()
@@ -112,27 +149,79 @@ class Progress:
         self.seen = {t.number for t in trials if t.state in FINISHED}
         self.trained_before = self.last_trained = len(trained(trials))
         self.monitor = GpuMonitor(cfg.devices)
-        devices = ", ".join(cfg.devices)
-        self._print(f"study {study.study_name} in {storage_url(cfg.storage, study.study_name)}")
-        self._print(f"budget {cfg.budget:,} params | space {cfg.space} | data {cfg.dataset} | proxy {cfg.proxy_epochs} "
-                    f"epochs x {cfg.proxy_subset:g} of the training split | {cfg.sampler} + {cfg.pruner} | {devices}")  # fmt: skip
+        if self.live:
+            from rich.console import Console
+
+            self._console = Console(file=self.out, highlight=False, markup=False, emoji=False)
+        self._print(f"study {study.study_name} in {shown_url(storage_url(cfg.storage, study.study_name))}")
+        self._print(f"budget {cfg.budget:,} parameters | space {cfg.space} | data {cfg.dataset} | "
+                    f"{cfg.sampler} sampler, {cfg.pruner} pruner | {', '.join(cfg.devices)}")  # fmt: skip
+        self._print(proxy_words(study, cfg.proxy_epochs))
         if self.trained_before:
             self._print(f"resuming: {self.trained_before} of {cfg.trials} trials already trained")
+        if self.live:
+            self._start_footer(study)
+
+    def _start_footer(self, study: optuna.Study) -> None:
+        """A footer rich redraws in place below the trial lines, read from the study every
+        REFRESH_S by a daemon thread: it moves while a trial trains, not only when one ends."""
+        from rich.live import Live
+
+        self._footer = Live(console=self._console, auto_refresh=False, transient=True)
+        self._footer.start()
+        self.update(study)
+
+        def poll() -> None:
+            while not self._stop.wait(REFRESH_S):
+                with self._lock, contextlib.suppress(Exception):  # a busy database: the next refresh will do
+                    if self._footer is not None:  # not closed meanwhile
+                        self.update(study)
+
+        threading.Thread(target=poll, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop the live footer (the final summary, Ctrl-C and errors all pass here)."""
+        self._stop.set()
+        with self._lock:
+            if self._footer is not None:
+                self._footer.stop()
+                self._footer = None
 
     def update(self, study: optuna.Study) -> None:
-        trials = study.get_trials(deepcopy=False)
-        for t in sorted(trials, key=lambda t: t.number):
-            if t.state in FINISHED and t.number not in self.seen:
-                self.seen.add(t.number)
-                if counts(t):
-                    self._print(self.trial_line(t))
-        status = self.status_line(study, trials)
-        if self.live:
-            self.out.write("\r\033[K" + status)
-            self.out.flush()
-        elif len(trained(trials)) != self.last_trained:  # a log gets a line per trained trial, not per rejection
-            self._print(status)
-        self.last_trained = len(trained(trials))
+        with self._lock:
+            trials = study.get_trials(deepcopy=False)
+            for t in sorted(trials, key=lambda t: t.number):
+                if t.state in FINISHED and t.number not in self.seen:
+                    self.seen.add(t.number)
+                    if counts(t):
+                        self._print(self.trial_line(t))
+            done = len(trained(trials))
+            if self._footer is not None:
+                self._footer.update(self.footer(trials), refresh=True)
+            elif not self.live and done != self.last_trained:  # a log: a status line per trained trial
+                self._print(self.status_line(trials))
+            self.last_trained = done
+
+    def footer(self, trials: list[FrozenTrial]):
+        """The status line (wrapped at words where the terminal is narrow), then one line per running
+        trial with its epoch (cut to the terminal's width)."""
+        from rich.console import Group
+        from rich.text import Text
+
+        running = sorted((t for t in trials if t.state == TrialState.RUNNING and counts(t)), key=lambda t: t.number)
+        lines = [self.running_line(t) for t in running[:MAX_RUNNING_LINES]]
+        if len(running) > MAX_RUNNING_LINES:
+            lines.append(f"  ... and {len(running) - MAX_RUNNING_LINES} more running")
+        status = Text(self.status_line(trials, with_running=False))
+        return Group(status, *(Text(line, no_wrap=True, overflow="ellipsis") for line in lines))
+
+    def running_line(self, t: FrozenTrial) -> str:
+        """'  #11  epoch 3/5, val 0.6400 after 2 | 12.6k basic 1 x 24, ...': the epoch in progress."""
+        done = max(t.intermediate_values, default=0)
+        epoch = min(done + 1, self.cfg.proxy_epochs)
+        last = f", val {t.intermediate_values[done]:.4f} after {done}" if done else ""
+        params = fmt_params(t.user_attrs["params"]) + " " if "params" in t.user_attrs else ""
+        return f"  #{t.number:<4} epoch {epoch}/{self.cfg.proxy_epochs}{last} | {params}{arch_brief(t)}"
 
     def trial_line(self, t: FrozenTrial) -> str:
         a = t.user_attrs
@@ -144,23 +233,23 @@ class Progress:
             head += f" pruned after epoch {step} (val {value:.4f})"
         else:
             head += f" FAILED: {a.get('reason', '?')} ({a.get('error', '')})"
-        seconds = f" | {a['gpu_seconds']:.1f} s" if "gpu_seconds" in a else ""
+        seconds = trial_seconds(t)
         params = f" {fmt_params(a['params'])}" if "params" in a else ""
-        recipe = f" | {recipe_brief(a['recipe'])}" if "recipe" in a else ""
-        return f"{head}{params} {arch_brief(t)}{recipe}{seconds}"
+        tail = f" | {seconds:.1f} s" if seconds is not None else ""
+        return f"{head}{params} {arch_brief(t)} | {recipe_brief(t)}{tail}"
 
-    def status_line(self, study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    def status_line(self, trials: list[FrozenTrial], with_running: bool = True) -> str:
         cfg = self.cfg
         done = trained(trials)
         running = sum(1 for t in trials if t.state == TrialState.RUNNING and counts(t))
-        rejected = sum(1 for t in trials if t.user_attrs.get("reason") in REJECTED)
         rate = self.rate(done)
-        parts = [f"trained {len(done)}/{cfg.trials}", f"rejected {rejected}", f"running {running}"]
+        parts = [f"trained {len(done)}/{cfg.trials}", f"rejected {len(rejected(trials))}"]
+        parts += [f"running {running}"] if with_running else []  # the footer lists them instead
         best = self.best(trials)
         if best:
             parts.append(f"best {best.value:.4f} (#{best.number}, {fmt_params(best.user_attrs['params'])})")
         if rate:
-            eta = max(0, cfg.trials - len(done) - running) / rate * 3600
+            eta = max(0, cfg.trials - len(done)) / rate * 3600  # running trials still take time: not 0s while one trains
             parts += [f"{rate:.0f} trials/h", f"ETA {fmt_seconds(eta)}"]
         if self.monitor and self.monitor.indices:
             parts.append(f"GPU busy {self.monitor.describe()}")
@@ -178,10 +267,12 @@ class Progress:
 
     def summary(self, study: optuna.Study, top: int = 5) -> dict[str, Any]:
         """The final report: printed, and returned for `--record`."""
+        self.close()
         if self.monitor:
             self.monitor.stop()
         cfg, trials = self.cfg, study.get_trials(deepcopy=False)
         done = trained(trials)
+        proposals = sum(1 for t in trials if "params" in t.user_attrs or t.user_attrs.get("reason") == "invalid")
         share, share_after_50 = budget_shares(trials)
         wall = time.time() - self.t0
         result = {
@@ -190,42 +281,48 @@ class Progress:
             "trained": len(done),
             "pruned": sum(t.state == TrialState.PRUNED for t in done),
             "failed": sum(t.state == TrialState.FAIL for t in done),
-            "rejected": sum(1 for t in trials if t.user_attrs.get("reason") in REJECTED),
-            "within_budget": share,
-            "within_budget_after_50": share_after_50,
+            "rejected": len(rejected(trials)),
+            "proposals": proposals,
+            "passed": share,
+            "passed_after_50": share_after_50,
             "wall_seconds": wall,
             "trials_per_hour": self.rate(done),
             "gpu_busy": self.monitor.busy() if self.monitor else None,
             "gpu_busy_text": self.monitor.describe() if self.monitor and self.monitor.indices else None,
             "top": [{"number": t.number, "val_acc": t.value, "params": t.user_attrs["params"],
-                     "macs": t.user_attrs["macs"], "arch": arch_brief(t), "recipe": recipe_brief(t.user_attrs["recipe"])}
+                     "macs": t.user_attrs["macs"], "arch": arch_brief(t), "recipe": recipe_brief(t)}
                     for t in sorted((t for t in trials if t.state == TrialState.COMPLETE),
                                     key=lambda t: -t.value)[:top]],  # fmt: skip
         }
-        if self.live:
-            self.out.write("\n")
         r = result
-        shares = (f"{r['within_budget']:.0%} of proposals within budget, {r['within_budget_after_50']:.0%} after the first 50"
-                  if r["within_budget_after_50"] is not None else
-                  f"{r['within_budget']:.0%} of proposals within budget" if r["within_budget"] is not None else "")  # fmt: skip
+        shares = "" if share is None else f"; {share:.0%} of {proposals} proposals passed the budget check"
+        shares += f" ({share_after_50:.0%} after the first 50)" if share_after_50 is not None else ""
         rate = f", {r['trials_per_hour']:.0f} trials/h" if r["trials_per_hour"] else ""
         busy = f", GPU busy {r['gpu_busy_text']}" if r["gpu_busy_text"] else ""
-        self._print(f"\n{r['trained']} trials trained ({r['pruned']} pruned, {r['failed']} failed), "
-                    f"{r['rejected']} proposals rejected; {shares}; {fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
+        self._print(f"\n{r['trained']} trials trained ({r['pruned']} pruned, {r['failed']} failed); "
+                    f"{rejected_words(trials)}{shares}; {fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
         if r["top"]:
-            self._print(f"top {len(r['top'])} by validation accuracy after {cfg.proxy_epochs} proxy epochs:")
+            self._print(f"top {len(r['top'])} by {METRIC} after {cfg.proxy_epochs} proxy epochs:")
             for t in r["top"]:
                 self._print(f"  #{t['number']:<4} {t['val_acc']:.4f}  {fmt_params(t['params'])} params  "
                             f"{t['macs'] / 1e6:,.0f}M MACs  {t['arch']} | {t['recipe']}")  # fmt: skip
-            where = f" --study {study.study_name}" + (f" --storage {cfg.storage}" if cfg.storage else "")
-            self._print(f"retrain the best in full: nas retrain --trial {r['top'][0]['number']}{where}")
-            self._print(f"browse the study: optuna-dashboard {dashboard_arg(r['storage'])}")
+            where = f" --study {shlex.quote(study.study_name)}" + (
+                f" --storage {shlex.quote(shown_url(cfg.storage))}" if cfg.storage else "")  # fmt: skip
+            self._print(f"retrain the best in full: nas retrain --trial {r['top'][0]['number']}{where}", command=True)
+        self._print(f"browse the study: {dashboard_command(r['storage'], study.study_name)}", command=True)
         return result
 
-    def _print(self, line: str) -> None:
-        if self.live:
-            self.out.write("\r\033[K")
-        print(line, file=self.out, flush=True)
+    def _print(self, line: str, command: bool = False) -> None:
+        """A permanent line (above the footer while it shows). On a terminal, rich wraps it at
+        words; a command is left to the terminal to wrap, so that it copies as one line."""
+        if self._console is None:
+            print(line, file=self.out, flush=True)
+        elif command:
+            self._console.print(line, soft_wrap=True)
+        else:
+            from rich.text import Text
+
+            self._console.print(Text(line))
 
 
 def fmt_seconds(s: float) -> str:

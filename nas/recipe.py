@@ -131,6 +131,13 @@ class Recipe:
             warmup_epochs=self.warmup_epochs * f,
         )
 
+    def describe(self) -> str:
+        """One line for people: 'sgd lr 0.05, cosine, bs 128, cutout 8'."""
+        parts = [f"{self.optimizer} lr {self.lr:.3g}", self.schedule, f"bs {self.batch_size}"]
+        parts += [f"{k} {getattr(self, k):g}" for k in ("cutout", "mixup", "cutmix", "rotation", "label_smoothing")
+                  if getattr(self, k)]  # fmt: skip
+        return ", ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -1,6 +1,7 @@
 """`nas report`: a study as a leaderboard (pandas: printed, CSV, Markdown), plotly figures, the
-proxy's fidelity (rank correlation of proxy score and retrain accuracy), and the Markdown note
-optuna-dashboard shows on the study and on each retrained trial."""
+proxy's fidelity (rank correlation of proxy score and retrain accuracy), and what optuna-dashboard
+shows of it: the study note, a note on each retrained trial linking its files, and two figures on
+the study page (the budget check of every proposal, accuracy against parameters)."""
 
 from __future__ import annotations
 
@@ -13,38 +14,55 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
 from nas.arch import ArchSpec
-from nas.progress import recipe_brief, trained
-from nas.retrain import retrains
-from nas.study import REJECTED, STUDIES_DIR, StoredTrial
+from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
+from nas.recipe import Recipe
+from nas.retrain import describe, retrains
+from nas.study import (FILL_MIN, METRIC, STUDIES_DIR, StoredTrial, artifact_dir, study_space, trial_arch, trial_recipe,
+                       trial_seconds)  # fmt: skip
 
-COLUMNS = ["name", "trial", "state", "proxy_val_acc", "params", "macs", "retrain_test_acc", "retrain_test_acc_tta",
-           "retrain_epochs", "gpu_seconds", "arch", "recipe"]  # fmt: skip
+COLUMNS = ["name", "trial", "state", "proxy_val_acc", "proxy_epochs", "params", "macs", "retrain_test_acc",
+           "retrain_test_acc_tta", "retrain_epochs", "proxy_seconds", "arch", "recipe"]  # fmt: skip
+STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2}  # a pruned score is from fewer epochs: below every complete one
+MIN_IMPORTANCE_TRIALS = 8
+MIN_FIDELITY_TRIALS = 3
 
 
 def leaderboard(study: optuna.Study):
-    """One row per trained trial and per retrained preset, best retrain first, then best proxy."""
+    """One row per trained trial and per retrained preset: retrained ones first by test accuracy,
+    then complete trials by proxy score, then pruned ones (scored after fewer epochs), then failed."""
     import pandas as pd
 
-    done = retrains(study)
+    done, budget = retrains(study), study.user_attrs.get("budget")
+    proxy_epochs = study.user_attrs.get("proxy_epochs")
     rows = []
     for t in trained(study.get_trials(deepcopy=False)):
         a, r = t.user_attrs, done.get(f"trial-{t.number}", {})
-        rows.append({"name": f"trial-{t.number}", "trial": t.number, "state": t.state.name.lower(),
+        last = max(t.intermediate_values, default=None)
+        rows.append({"name": f"trial-{t.number}", "trial": t.number, "state": _state(t),
                      "proxy_val_acc": t.value if t.state == TrialState.COMPLETE else _last(t),
+                     "proxy_epochs": proxy_epochs if t.state == TrialState.COMPLETE else last,
                      "params": a["params"], "macs": a["macs"], **_retrain_columns(r),
-                     "gpu_seconds": a.get("gpu_seconds"), "arch": ArchSpec.from_dict(a["arch"]).describe(),
-                     "recipe": recipe_brief(a["recipe"])})  # fmt: skip
+                     "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t)})  # fmt: skip
     for name, r in done.items():
         if name.startswith("preset-"):
-            rows.append({"name": name, "trial": None, "state": "preset", "proxy_val_acc": None, "params": r["params"],
-                         "macs": r["macs"], **_retrain_columns(r), "gpu_seconds": None,
-                         "arch": ArchSpec.from_dict(r["spec"]).describe(), "recipe": recipe_brief(r["recipe"])})  # fmt: skip
+            over = budget is not None and r["params"] > budget
+            rows.append({"name": name, "trial": None, "state": "over budget" if over else "preset",
+                         "proxy_val_acc": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
+                         **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
+                         "recipe": Recipe.from_dict(r["recipe"]).describe()})  # fmt: skip
     df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in ("trial", "retrain_epochs"):
+    for col in ("trial", "proxy_epochs", "retrain_epochs"):
         df[col] = df[col].astype("Int64")
-    for col in ("proxy_val_acc", "retrain_test_acc", "retrain_test_acc_tta", "gpu_seconds"):
+    for col in ("proxy_val_acc", "retrain_test_acc", "retrain_test_acc_tta", "proxy_seconds"):
         df[col] = df[col].astype(float)  # None -> NaN: sortable, and blank in the printed table
-    return df.sort_values(["retrain_test_acc", "proxy_val_acc"], ascending=False, na_position="last").reset_index(drop=True)
+    df["_rank"] = df["state"].map(STATE_ORDER).fillna(0)
+    df = df.sort_values(["retrain_test_acc", "_rank", "proxy_val_acc"], ascending=[False, True, False],
+                        na_position="last")  # fmt: skip
+    return df.drop(columns="_rank").reset_index(drop=True)
+
+
+def _state(t: FrozenTrial) -> str:
+    return {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}.get(t.state, "failed")
 
 
 def _retrain_columns(r: dict[str, Any]) -> dict[str, Any]:
@@ -57,10 +75,9 @@ def _last(t: FrozenTrial) -> float | None:
 
 
 def fidelity(df) -> dict[str, Any] | None:
-    """Rank correlation between proxy score and retrain accuracy over retrained trials (>= 3)."""
-    both = df.dropna(subset=["proxy_val_acc", "retrain_test_acc"])
-    both = both[both["trial"].notna()]
-    if len(both) < 3:
+    """Rank correlation between proxy score and retrain accuracy over retrained complete trials (>= 3)."""
+    both = df[(df["state"] == "complete")].dropna(subset=["proxy_val_acc", "retrain_test_acc"])
+    if len(both) < MIN_FIDELITY_TRIALS:
         return None
     pair = both[["proxy_val_acc", "retrain_test_acc"]].astype(float)
     return {"trials": len(both), "kendall_tau": float(pair.corr(method="kendall").iloc[0, 1]),
@@ -73,28 +90,76 @@ def markdown_table(df) -> str:
     def cell(v: Any) -> str:
         if pd.isna(v):
             return ""
-        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "/")
+        return f"{v:.4f}" if isinstance(v, float) else str(v).replace("|", "\\|")
 
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
 
+def console_table(df, width: int) -> str:
+    """The leaderboard for a terminal `width` columns wide: params and MACs in k/M, the optional
+    columns dropped (MACs first) until the architecture has room, the architecture cut to fit."""
+    import pandas as pd
+
+    def num(v: Any, fmt) -> str:
+        return "" if pd.isna(v) else fmt(v)
+
+    columns = {  # header -> cell; in order of display
+        "name": lambda r: r.name, "state": lambda r: r.state,
+        "proxy": lambda r: num(r.proxy_val_acc, "{:.4f}".format), "ep": lambda r: num(r.proxy_epochs, str),
+        "params": lambda r: fmt_params(r.params), "MACs": lambda r: f"{r.macs / 1e6:,.1f}M",
+        "test": lambda r: num(r.retrain_test_acc, "{:.4f}".format),
+        "TTA": lambda r: num(r.retrain_test_acc_tta, "{:.4f}".format),
+        "epochs": lambda r: num(r.retrain_epochs, str), "time": lambda r: num(r.proxy_seconds, fmt_seconds),
+    }
+    rows = list(df.itertuples(index=False))
+    cells = {h: [f(r) for r in rows] for h, f in columns.items()}
+    widths = {h: max([len(h), *map(len, cells[h])]) for h in cells}
+    for optional in ("MACs", "TTA", "time", "epochs"):
+        if sum(widths.values()) + 2 * len(widths) + 20 <= width:
+            break
+        del widths[optional]
+    room = max(10, width - sum(widths.values()) - 2 * len(widths))
+    cut = lambda s: s if len(s) <= room else s[: room - 1] + "…"  # noqa: E731
+    right = {"proxy", "ep", "params", "MACs", "test", "TTA", "epochs", "time"}
+    line = lambda vals: "  ".join(v.rjust(widths[h]) if h in right else v.ljust(widths[h])  # noqa: E731
+                                  for h, v in zip(widths, vals))  # fmt: skip
+    out = [line(list(widths)) + "  arch"]
+    out += [line([cells[h][i] for h in widths]) + "  " + cut(r.arch) for i, r in enumerate(rows)]
+    return "\n".join(out)
+
+
+def legend(shown: list[str]) -> str:
+    """What the printed columns mean, for those `shown`."""
+    words = {"proxy": f"{METRIC} after ep proxy epochs", "test": "retrain test accuracy",
+             "TTA": "the same with flip-TTA", "epochs": "of the retrain", "time": "of the proxy training"}  # fmt: skip
+    return "; ".join(f"{h}: {w}" for h, w in words.items() if h in shown) + "."
+
+
 # -------------------------------------------------------------------------------------------- figures
 
 
 def accuracy_vs_params(study: optuna.Study, df):
-    """Proxy accuracy against parameters, the budget line, the Pareto front (most accurate for its
-    size), and the retrain accuracies where there are some."""
+    """Proxy accuracy against parameters (log axis: a preset far over the budget would squash the
+    rest), the budget line, the Pareto front of complete trials (most accurate for its size),
+    pruned trials apart (scored after fewer epochs), and the retrain accuracies."""
     import plotly.graph_objects as go
 
     budget = study.user_attrs.get("budget")
     scored = df.dropna(subset=["proxy_val_acc"]).sort_values("params")
+    complete, pruned = scored[scored["state"] == "complete"], scored[scored["state"] != "complete"]
+    hover = "%{text}<br>%{x:,} params<br>%{y:.4f}"
     fig = go.Figure()
-    fig.add_scatter(x=scored["params"], y=scored["proxy_val_acc"], mode="markers", name="proxy (validation)",
-                    text=scored["name"] + ": " + scored["arch"], hovertemplate="%{text}<br>%{x:,} params<br>%{y:.4f}")  # fmt: skip
+    fig.add_scatter(x=complete["params"], y=complete["proxy_val_acc"], mode="markers", name=f"{METRIC} (complete)",
+                    text=complete["name"] + ": " + complete["arch"], hovertemplate=hover)  # fmt: skip
+    if len(pruned):
+        fig.add_scatter(x=pruned["params"], y=pruned["proxy_val_acc"], mode="markers", marker_color="#aaaaaa",
+                        name="pruned (score when stopped)",
+                        text=pruned["name"] + " after epoch " + pruned["proxy_epochs"].astype(str) + ": " + pruned["arch"],
+                        hovertemplate=hover)  # fmt: skip
     front, best = [], -1.0
-    for row in scored.itertuples():
+    for row in complete.itertuples():
         if row.proxy_val_acc > best:
             front.append(row)
             best = row.proxy_val_acc
@@ -102,20 +167,68 @@ def accuracy_vs_params(study: optuna.Study, df):
                     line_shape="hv", name="Pareto front")  # fmt: skip
     retrained = df.dropna(subset=["retrain_test_acc"])
     if len(retrained):
+        names = [n + (" (over budget)" if s == "over budget" else "") for n, s in zip(retrained["name"], retrained["state"])]
         fig.add_scatter(x=retrained["params"], y=retrained["retrain_test_acc"], mode="markers", name="retrain (test)",
-                        marker_symbol="star", marker_size=12, text=retrained["name"],
-                        hovertemplate="%{text}<br>%{x:,} params<br>%{y:.4f}")  # fmt: skip
+                        marker_symbol="star", marker_size=12, text=names, hovertemplate=hover)  # fmt: skip
     if budget:
-        fig.add_vline(x=budget, line_dash="dash", annotation_text=f"budget {budget:,}")
-    fig.update_layout(title=f"{study.study_name}: accuracy vs parameters", xaxis_title="parameters",
-                      yaxis_title="accuracy")  # fmt: skip
+        ys = [*df["proxy_val_acc"].dropna(), *df["retrain_test_acc"].dropna()] or [0.0, 1.0]
+        fig.add_scatter(x=[budget, budget], y=[min(ys), max(ys)], mode="lines", line={"dash": "dash", "color": "black"},
+                        name=f"budget {budget:,}", hoverinfo="skip")  # fmt: skip
+    fig.update_layout(title=f"{study.study_name}: accuracy vs parameters", xaxis_title="parameters (log scale)",
+                      yaxis_title="accuracy", xaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
+    return fig
+
+
+def _line(fig, x: list[float], y: float, name: str, dash: str) -> None:
+    """A horizontal line as a trace: it has a legend entry, where a shape's label on a log axis
+    would need log coordinates and is lost by some renderers."""
+    fig.add_scatter(x=x, y=[y, y], mode="lines", line={"dash": dash, "color": "black"}, name=name, hoverinfo="skip")
+
+
+KINDS = {"over_budget": "rejected: over budget", "over_macs": "rejected: over the MAC limit",
+         "underfilled": f"rejected: under {FILL_MIN:.0%} of the budget"}  # a rejection's legend entry
+
+
+def budget_check(study: optuna.Study):
+    """Every proposal's parameter count by trial number against the budget, by what became of it:
+    the picture that tells a rejected proposal from a pruned training (the dashboard lists both
+    as Pruned)."""
+    import plotly.graph_objects as go
+
+    budget, fill = study.user_attrs.get("budget"), study.user_attrs.get("fill_budget")
+    groups: dict[str, list[FrozenTrial]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if "params" not in t.user_attrs:
+            continue  # invalid, or not yet counted
+        reason = t.user_attrs.get("reason")
+        kind = (KINDS.get(reason) or ("trained" if t.state == TrialState.COMPLETE else "pruned" if reason == "pruned"
+                else "running" if t.state == TrialState.RUNNING else "failed"))  # fmt: skip
+        groups.setdefault(kind, []).append(t)
+    colors = {"trained": "#1f77b4", "pruned": "#ff7f0e", KINDS["over_budget"]: "#d62728", KINDS["over_macs"]: "#9467bd",
+              KINDS["underfilled"]: "#e377c2", "failed": "#7f7f7f", "running": "#2ca02c"}  # fmt: skip
+    fig = go.Figure()
+    numbers = [t.number for ts in groups.values() for t in ts] or [0]
+    span = [min(numbers) - 0.5, max(numbers) + 0.5]
+    if budget:
+        _line(fig, span, budget, f"budget {budget:,}", "dash")
+        if fill:
+            _line(fig, span, FILL_MIN * budget, f"{FILL_MIN:.0%} of it", "dot")
+    for kind, color in colors.items():
+        ts = groups.get(kind, [])
+        if ts:
+            fig.add_scatter(x=[t.number for t in ts], y=[t.user_attrs["params"] for t in ts], mode="markers",
+                            name=f"{kind} ({len(ts)})", marker_color=color,
+                            text=[f"#{t.number}: {t.user_attrs['params']:,} params" for t in ts],
+                            hovertemplate="%{text}<extra></extra>")  # fmt: skip
+    fig.update_layout(title="Budget check: every proposal's parameters", xaxis_title="trial",
+                      yaxis_title="parameters (log scale)", yaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
     return fig
 
 
 def derived_features(t: FrozenTrial) -> dict[str, Any]:
     """Features present in every trained trial: per-stage params exist only for some N, so
     Optuna's own importances would drop them; depth, widths and counts say more anyway."""
-    a, r = t.user_attrs["arch"], t.user_attrs["recipe"]
+    a, r = trial_arch(t), trial_recipe(t)
     return {
         "log10 params": math.log10(t.user_attrs["params"]), "log10 MACs": math.log10(t.user_attrs["macs"]),
         "stages": len(a["blocks"]), "depth (blocks)": sum(a["blocks"]), "first width": a["channels"][0],
@@ -127,13 +240,14 @@ def derived_features(t: FrozenTrial) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def importances(study: optuna.Study) -> dict[str, float] | None:
-    """PED-ANOVA importances of the derived features for the completed trials (no scikit-learn)."""
+def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
+    """PED-ANOVA importances of the derived features for the completed trials (no scikit-learn),
+    or None and why there are none."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "arch" in t.user_attrs]
-    if len(complete) < 8:
-        return None
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trial_arch(t)]
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return None, f"{len(complete)} complete trial{'s' * (len(complete) != 1)}, {MIN_IMPORTANCE_TRIALS} needed"
     rows = [derived_features(t) for t in complete]
     dists = {}
     for key in rows[0]:
@@ -144,14 +258,16 @@ def importances(study: optuna.Study) -> dict[str, float] | None:
             dists[key] = FloatDistribution(float(min(values)), float(max(values)))
         else:
             dists[key] = CategoricalDistribution(sorted(set(values)))
+    if not dists:
+        return None, "every feature has one value across the complete trials"
     tmp = optuna.create_study(direction="maximize")
     for row, t in zip(rows, complete):
         params = {k: (float(row[k]) if isinstance(dists[k], FloatDistribution) else row[k]) for k in dists}
         tmp.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=t.value))
     try:
-        return optuna.importance.get_param_importances(tmp, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (ValueError, RuntimeError):
-        return None
+        return optuna.importance.get_param_importances(tmp, evaluator=optuna.importance.PedAnovaImportanceEvaluator()), ""
+    except (ValueError, RuntimeError) as e:
+        return None, f"PED-ANOVA failed: {e}"
 
 
 def importance_figure(study: optuna.Study, imp: dict[str, float]):
@@ -159,90 +275,122 @@ def importance_figure(study: optuna.Study, imp: dict[str, float]):
 
     names = list(reversed(list(imp)))
     fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h"))
-    fig.update_layout(title=f"{study.study_name}: what mattered for proxy accuracy (PED-ANOVA)",
+    fig.update_layout(title=f"{study.study_name}: what mattered for {METRIC} (PED-ANOVA)",
                       xaxis_title="importance", height=300 + 20 * len(names))  # fmt: skip
     return fig
 
 
 def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
-    """Write leaderboard.csv/.md and the figures to `out` (default studies/<study>/report)."""
+    """Write leaderboard.csv/.md and the figures to `out` (default studies/<study>/report); returns
+    them with the fidelity and, for what was left out, why."""
     from optuna.visualization import plot_intermediate_values, plot_optimization_history
 
     out = out or STUDIES_DIR / study.study_name / "report"
     out.mkdir(parents=True, exist_ok=True)
     df = leaderboard(study)
     df.to_csv(out / "leaderboard.csv", index=False)
-    fid = fidelity(df)
+    fid, skipped = fidelity(df), {}
+    if not fid:
+        n = int(((df["state"] == "complete") & df["retrain_test_acc"].notna()).sum())
+        skipped["proxy fidelity"] = (f"{n} retrained complete trial{'s' * (n != 1)}, {MIN_FIDELITY_TRIALS} needed "
+                                     f"(nas retrain --top {MIN_FIDELITY_TRIALS})")  # fmt: skip
     md = f"# {study.study_name}\n\n" + markdown_table(df)
     if fid:
         md += f"\nProxy fidelity over {fid['trials']} retrained trials: Kendall tau {fid['kendall_tau']:.3f}, " \
               f"Spearman {fid['spearman']:.3f}.\n"  # fmt: skip
     (out / "leaderboard.md").write_text(md)
-    figures = {"accuracy_vs_params.html": accuracy_vs_params(study, df)}
+    figures = {"accuracy_vs_params.html": accuracy_vs_params(study, df), "budget_check.html": budget_check(study)}
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        figures["history.html"] = plot_optimization_history(study)
+        figures["history.html"] = plot_optimization_history(study, target_name=METRIC)
         figures["intermediate.html"] = plot_intermediate_values(study)
-    imp = importances(study)
+    imp, why = importances(study)
     if imp:
         figures["importances.html"] = importance_figure(study, imp)
+    else:
+        skipped["importances"] = why
     for name, fig in figures.items():
         fig.write_html(out / name, include_plotlyjs="directory")  # one plotly.min.js beside them, works offline
     write_note(study)
-    return {"dir": out, "leaderboard": df, "fidelity": fid, "figures": sorted(figures), "importances": imp}
+    return {"dir": out, "leaderboard": df, "fidelity": fid, "figures": sorted(figures), "importances": imp,
+            "skipped": skipped}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ dashboard note
 
 
 def note(study: optuna.Study) -> str:
-    """The study's Markdown note: what was searched, the best trials, the retrain results."""
+    """The study's Markdown note: what was searched, how the budget check went, the best trials,
+    the retrain results with links to their files, and the search space as YAML."""
     a = study.user_attrs
     trials = study.get_trials(deepcopy=False)
     done = trained(trials)
-    rejected = sum(t.user_attrs.get("reason") in REJECTED for t in trials)
+    split = a.get("split", {})
+    macs = f", at most **{a['max_macs']:,}** MACs per image" if a.get("max_macs") else ""
     lines = [
         f"## {study.study_name}",
-        f"Budget **{a.get('budget', 0):,}** parameters · space `{a.get('space_path', '?')}` · data `{a.get('dataset', '?')}` "
-        f"· proxy {a.get('proxy_epochs', '?')} epochs on {a.get('proxy_subset', 1):g} of the training split "
-        f"(validation: {a.get('split', {}).get('val_size', '?')} images, seed {a.get('split', {}).get('seed', '?')}).",
-        f"{len(done)} trials trained ({sum(t.state == TrialState.PRUNED for t in done)} pruned, "
-        f"{sum(t.state == TrialState.FAIL for t in done)} failed); {rejected} proposals rejected before training "
-        f"(over budget or invalid: user attr `reason`, `params`).",
+        f"Budget **{a.get('budget', 0):,}** parameters{macs} · space `{a.get('space_path', '?')}` · data "
+        f"`{a.get('dataset', '?')}`: {proxy_words(study, a.get('proxy_epochs', '?'))} (split seed {split.get('seed', '?')}).",
+        "",
+        f"{len(done)} trials trained ({sum(t.state == TrialState.PRUNED for t in done)} pruned by the pruner, "
+        f"{sum(t.state == TrialState.FAIL for t in done)} failed); {rejected_words(trials)}.",
+        "",
+        "The dashboard lists a rejected proposal and a pruned training both as **Pruned**: a rejected one has no "
+        "intermediate values, user attr `reason` `over_budget` (or `over_macs`, `underfilled`, `invalid`) and a note that says "
+        "so; the figure *Budget check* on the study page shows every proposal against the budget.",
     ]  # fmt: skip
     best = sorted((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:5]
     if best:
-        lines += ["", "### Best trials (proxy validation accuracy)", "", "| trial | val acc | params | architecture | recipe |",
+        lines += ["", f"### Best trials ({METRIC})", "", "| trial | val acc | params | architecture | recipe |",
                   "|---|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {t.number} | {t.value:.4f} | {t.user_attrs['params']:,} | "
-                  f"{ArchSpec.from_dict(t.user_attrs['arch']).describe()} | {recipe_brief(t.user_attrs['recipe'])} |"
+        lines += [f"| {t.number} | {t.value:.4f} | {t.user_attrs['params']:,} | {arch_brief(t)} | {recipe_brief(t)} |"
                   for t in best]  # fmt: skip
     done_retrains = retrains(study)
     if done_retrains:
-        lines += ["", "### Retrained in full (official test set)", "", "| name | test acc | flip-TTA | epochs | params | proxy val |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += ["", "### Retrained in full (official test set)", "",
+                  "| name | test acc | flip-TTA | epochs | params | proxy val | files |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, r in sorted(done_retrains.items(), key=lambda kv: -kv[1]["retrain_test_acc"]):
             proxy = f"{r['proxy_val_acc']:.4f}" if r.get("proxy_val_acc") is not None else ""
             lines.append(f"| {name} | {r['retrain_test_acc']:.4f} | {r['retrain_test_acc_tta']:.4f} | "
-                         f"{r['retrain_epochs']} | {r['params']:,} | {proxy} |")  # fmt: skip
-        lines.append("\nFiles: study artifacts `<name>-model.pt`, `-history.csv`, `-metrics.json`, `-curves.html`.")
+                         f"{r['retrain_epochs']} | {r['params']:,} | {proxy} | {_links(study, r)} |")  # fmt: skip
+        lines.append("\nThe files open from the dashboard when it runs with `--artifact-dir` "
+                     f"`{artifact_dir(study.study_name)}`.")  # fmt: skip
+    space = study_space(study)
+    if space:
+        lines += ["", "### Search space", "", "```yaml", space.rstrip("\n"), "```"]
     lines.append(f"\n_Written by nas {__version__}; `nas report` refreshes it._")
     return "\n".join(lines)
 
 
-def write_note(study: optuna.Study) -> bool:
-    """Save the study note, and a note on each retrained trial, where optuna-dashboard is installed
-    (`pip install -e .[dashboard]`); returns whether it could."""
+def _links(study: optuna.Study, r: dict[str, Any]) -> str:
+    """Markdown links to a retrain's files, served by optuna-dashboard from its artifact store."""
     try:
-        from optuna_dashboard import save_note
+        from optuna_dashboard.artifact import get_artifact_path
+    except ImportError:
+        return ""
+    return " · ".join(f"[{f}]({get_artifact_path(study, i)})" for f, i in r.get("artifacts", {}).items())
+
+
+def trial_note(study: optuna.Study, r: dict[str, Any]) -> str:
+    said = describe(r)
+    return (f"### Retrained in full\n{said[0].upper() + said[1:]} in {r['retrain_seconds']:.0f} s on {r['device']} "
+            f"(seed {r['seed']}).\n\nFiles: {_links(study, r)}\n\nAlso in `{r['dir']}`.")  # fmt: skip
+
+
+def write_note(study: optuna.Study) -> bool:
+    """Save the study note, a note on each retrained trial and the study-page figures, where
+    optuna-dashboard is installed (`pip install -e .[dashboard]`); returns whether it could."""
+    try:
+        from optuna_dashboard import save_note, save_plotly_graph_object
     except ImportError:
         return False
     save_note(study, note(study))
     trials = study.get_trials(deepcopy=False)
     for name, r in retrains(study).items():
         if name.startswith("trial-"):
-            number = int(name.split("-", 1)[1])
-            trial = optuna.Trial(study, StoredTrial.of(study, trials[number]).trial_id)  # notes live on the study
-            save_note(trial, f"### Retrained in full\nTest accuracy **{r['retrain_test_acc']:.4f}** (flip-TTA "
-                             f"{r['retrain_test_acc_tta']:.4f}) after {r['retrain_epochs']} epochs in "
-                             f"{r['retrain_seconds']:.0f} s. Files: study artifacts `{name}-*`.")  # fmt: skip
+            trial = optuna.Trial(study, StoredTrial.of(study, trials[int(name.split("-", 1)[1])]).trial_id)  # notes live on the study
+            save_note(trial, trial_note(study, r))
+    # A fixed id: each save replaces the figure instead of adding another.
+    save_plotly_graph_object(study, budget_check(study), graph_object_id="nas-budget-check")
+    save_plotly_graph_object(study, accuracy_vs_params(study, leaderboard(study)), graph_object_id="nas-accuracy")
     return True
+

@@ -2,9 +2,13 @@
 images, test it on the official test set (plain and flip-TTA), and keep everything.
 
 Written to `studies/<study>/<name>/` (name: trial-42 or preset-resnet24): model.pt (weights, spec,
-recipe, class names, normalisation), history.csv, metrics.json, curves.html and the checkpoint a
-`--resume` continues from. The results go on the study as user attr `retrain:<name>` and the files
-as study artifacts: Optuna refuses every write to a finished trial, attrs and artifacts alike.
+recipe, class names, normalisation), history.csv (per epoch: train and test loss and accuracy),
+metrics.json, curves.html (self-contained: plotly inlined, so it renders offline and from the
+dashboard) and, while it runs, the checkpoint a `--resume` continues from. The results go on the
+study (system attr `nas:retrain:<name>` for nas, one line in user attr `retrain:<name>` for people)
+and the files as study artifacts, since Optuna refuses every write to a finished trial; the
+trial's dashboard note links them. A second retrain of the same name
+keeps the first unless told (`--replace`), and then replaces it, artifacts included.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space
-from nas.study import REJECTED, STUDIES_DIR
+from nas.study import (REJECTED, RETRAIN_PREFIX, STUDIES_DIR, artifact_dir, set_study_system_attr, study_space,
+                       study_system_attrs, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
+CHECKPOINT = "checkpoint.pt"
 OUTPUTS = ("model.pt", "history.csv", "metrics.json", "curves.html")
 
 
@@ -51,14 +57,15 @@ def trial_target(study: optuna.Study, number: int, shape: dict[str, int]) -> Tar
     study stored (not the file on disk, which may have changed since)."""
     trial = find_trial(study, number)
     reason = trial.user_attrs.get("reason")
-    if reason in REJECTED or "arch" not in trial.user_attrs:
+    arch, recipe_dict = trial_arch(trial), trial_recipe(trial)
+    if reason in REJECTED or arch is None:
         raise NasError(f"trial {number} was never trained ({reason or trial.state.name}); pick a trained trial.")
     attrs = study.user_attrs
-    space = parse_space(attrs["space"], Path(attrs.get("space_path", "space.yaml")))
+    space = parse_space(study_space(study), Path(attrs.get("space_path", "space.yaml")))
     spec, recipe = space.from_params(trial.params, **shape)
     if attrs.get("fill_budget"):
         spec = fit_width(spec, attrs["budget"], attrs.get("max_macs"))
-    if spec.to_dict() != trial.user_attrs["arch"] or recipe.to_dict() != trial.user_attrs["recipe"]:
+    if spec.to_dict() != arch or recipe.to_dict() != recipe_dict:
         raise NasError(f"trial {number}'s params no longer rebuild what it trained (was the study made by "
                          f"another version of nas, or on other data?).")  # fmt: skip
     return Target(f"trial-{number}", spec, recipe, trial)
@@ -76,46 +83,132 @@ def best_trials(study: optuna.Study, k: int) -> list[int]:
     return [t.number for t in sorted(complete, key=lambda t: -t.value)[:k]]
 
 
+def default_out(study: optuna.Study, name: str) -> Path:
+    return STUDIES_DIR / study.study_name / name
+
+
+def retrains(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """name -> results of every retrain stored on the study (older studies kept the dicts in user attrs)."""
+    found = {k.removeprefix(RETRAIN_PREFIX): v for k, v in study.user_attrs.items()
+             if k.startswith(RETRAIN_PREFIX) and isinstance(v, dict)}  # fmt: skip
+    system = f"nas:{RETRAIN_PREFIX}"
+    found.update({k.removeprefix(system): v for k, v in study_system_attrs(study).items() if k.startswith(system)})
+    return found
+
+
+def describe(r: dict[str, Any]) -> str:
+    """'test accuracy 0.9312 (flip-TTA 0.9350) after 200 epochs': a stored retrain result."""
+    return (f"test accuracy {r['retrain_test_acc']:.4f} (flip-TTA {r['retrain_test_acc_tta']:.4f}) "
+            f"after {n_epochs(r['retrain_epochs'])}")  # fmt: skip
+
+
+def n_epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
+# ------------------------------------------------------------------------------- where a run starts
+
+
+def checkpoint_progress(path: Path) -> tuple[int, int]:
+    """(epochs done, epochs of the run) in a retrain checkpoint; (0, 0) where there is none."""
+    from nas.train import checkpoint_progress as progress
+
+    return progress(path) if path.exists() else (0, 0)
+
+
+def start_epoch(study: optuna.Study, name: str, out: Path, *, resume: bool, replace: bool) -> int | None:
+    """Where a retrain of `name` into `out` starts: the epoch an interrupted run's checkpoint reached
+    (--resume), 0 (from scratch; with --resume, where there is nothing to resume, which the run
+    says), or None: it was retrained into `out` before and is kept. Refuses where starting would
+    throw work away without being asked to: an interrupted run's checkpoint."""
+    done, total = checkpoint_progress(out / CHECKPOINT)
+    interrupted = 0 < done < total
+    earlier = retrains(study).get(name)
+    if resume and interrupted:
+        return done
+    if interrupted and not replace:
+        raise NasError(f"{name}: an interrupted retrain left a checkpoint after epoch {done} of {total} in {out}; "
+                         f"pass --resume to continue it, or --replace to start over.")  # fmt: skip
+    if earlier and Path(earlier["dir"]).resolve() == out.resolve() and not replace:
+        return None
+    return 0
+
+
+def kept(study: optuna.Study, name: str) -> str:
+    """What is said of a retrain that is done and kept."""
+    r = retrains(study)[name]
+    return f"{name}: already retrained in {r['dir']}, {describe(r)}; kept. Pass --replace to retrain it again."
+
+
+# ------------------------------------------------------------------------------------------ retrain
+
+
 def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | None = None, seed: int | None = None,
-            out: Path | None = None, resume: bool = False, device: str | None = None, compile: bool = False,
-            precision: str | None = None, deterministic: bool = False,
-            log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Train `target` on `data` (nas.data.Dataset), test it, write and attach its outputs."""
+            out: Path | None = None, resume: bool = False, replace_earlier: bool = False,
+            device: str | None = None, compile: bool = False, precision: str | None = None,
+            deterministic: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Train `target` on `data` (nas.data.Dataset), test it, write and attach its outputs. A target
+    retrained into `out` before is kept (its stored results are returned) unless `replace_earlier`."""
     import torch
 
     from nas.data import test_split
     from nas.device import resolve_device
     from nas.train import evaluate, fit
 
-    recipe = replace(target.recipe, epochs=epochs or target.recipe.epochs, precision=precision or target.recipe.precision,
+    out = out or default_out(study, target.name)
+    ckpt = out / CHECKPOINT
+    start = start_epoch(study, target.name, out, resume=resume, replace=replace_earlier)
+    earlier = retrains(study).get(target.name)
+    if start is None:
+        log(kept(study, target.name))
+        return earlier
+    total = checkpoint_progress(ckpt)[1] if start else None
+    recipe = replace(target.recipe, epochs=epochs or total or target.recipe.epochs,  # resumed: that run's length
+                     precision=precision or target.recipe.precision,
                      seed=target.recipe.seed if seed is None else seed)  # fmt: skip
-    out = out or STUDIES_DIR / study.study_name / target.name
+    if total and total != recipe.epochs:
+        raise NasError(f"{target.name}: the checkpoint in {out} is from a {total}-epoch run, not {recipe.epochs}; "
+                         f"resume without --epochs, or pass --replace to start over.")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not resume:
-        log(f"{ckpt} exists: starting over (pass --resume to continue it)")
     dev = resolve_device(device)
     split = test_split(data).to(dev)
     log(f"retraining {target.name}: {target.spec.describe()} | {count_params(target.spec):,} params | "
-        f"{recipe.epochs} epochs on {len(split.train_y):,} images | {dev}")  # fmt: skip
+        f"{n_epochs(recipe.epochs)} on {len(split.train_y):,} images | {dev}")  # fmt: skip
+    if start:
+        log(f"  resuming from the checkpoint after epoch {start} of {recipe.epochs} ({ckpt})")
+    elif resume:
+        log(f"  no interrupted retrain to resume in {out}: starting from epoch 1")
+    if earlier:
+        log(f"  replacing the earlier retrain in {earlier['dir']}: {describe(earlier)}")
 
     def on_epoch(epoch: int, m: dict[str, float]) -> None:
         if epoch == 1 or epoch % max(1, recipe.epochs // 10) == 0 or epoch == recipe.epochs:
             log(f"  epoch {epoch:>4}/{recipe.epochs}  loss {m['train_loss']:.4f}  train {m['train_acc']:.4f}  "
                 f"test {m['val_acc']:.4f}  {m['seconds']:.1f} s")  # fmt: skip
 
-    start = time.perf_counter()
-    result = fit(target.spec, recipe, split, device=dev, on_epoch=on_epoch, checkpoint=ckpt,
-                 checkpoint_every=CHECKPOINT_EVERY, resume=resume, compile=compile, deterministic=deterministic)  # fmt: skip
-    seconds = time.perf_counter() - start
+    t0 = time.perf_counter()
+    try:
+        result = fit(target.spec, recipe, split, device=dev, on_epoch=on_epoch, checkpoint=ckpt,
+                     checkpoint_every=CHECKPOINT_EVERY, resume=bool(start), compile=compile,
+                     deterministic=deterministic)  # fmt: skip
+    except KeyboardInterrupt:
+        done, _ = checkpoint_progress(ckpt)
+        log(f"\n{target.name}: interrupted. " + (
+            f"The checkpoint holds epochs 1-{done} of {recipe.epochs}: run the same command with --resume"
+            f"{' instead of --replace' if replace_earlier else ''} to continue from epoch {done + 1}." if done else
+            f"No checkpoint yet (one is written every {CHECKPOINT_EVERY} epochs): nothing to resume."))  # fmt: skip
+        raise
+    seconds = time.perf_counter() - t0
     if result.status != "complete":
         raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
-    tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True, precision=result.precision)
+    tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True,
+                   precision=result.precision)
+    history = _on_test(result.history)
     metrics = {
         "retrain_test_acc": result.final["val_acc"],
         "retrain_test_acc_tta": tta["acc"],
         "retrain_epochs": recipe.epochs,
-        "retrain_seconds": round(seconds, 1),
+        "retrain_seconds": round(seconds, 1),  # this run's; a resumed run's earlier epochs are in history.csv
         "test_loss": result.final["val_loss"],
         "params": count_params(target.spec),
         "macs": count_macs(target.spec),
@@ -130,58 +223,62 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     }
     torch.save({"model": result.model.state_dict(), "spec": target.spec.to_dict(), "recipe": recipe.to_dict(),
                 "classes": data.classes, "mean": split.mean, "std": split.std}, out / "model.pt")  # fmt: skip
-    _write_history(result.history, out)
+    import pandas as pd
+
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_curves(result.history, out / "curves.html", f"{study.study_name} {target.name}")
+    write_curves(history, out / "curves.html", f"{study.study_name} {target.name}")
     metrics["dir"] = str(out)
-    metrics["artifacts"] = _upload(study, target.name, out)
-    study.set_user_attr(f"retrain:{target.name}", metrics)
-    log(f"{target.name}: test accuracy {metrics['retrain_test_acc']:.4f} (flip-TTA {tta['acc']:.4f}) "
-        f"after {recipe.epochs} epochs in {seconds:.0f} s -> {out}")  # fmt: skip
+    metrics["artifacts"] = _upload(study, target.name, out, (earlier or {}).get("artifacts", {}))
+    set_study_system_attr(study, f"nas:{RETRAIN_PREFIX}{target.name}", metrics)
+    study.set_user_attr(f"{RETRAIN_PREFIX}{target.name}", f"{describe(metrics)}; {out}")  # what the dashboard lists
+    ckpt.unlink(missing_ok=True)  # finished: a checkpoint left behind would mean an interrupted run
+    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s -> {out}")
     return metrics
 
 
-def retrains(study: optuna.Study) -> dict[str, dict[str, Any]]:
-    """name -> results of every retrain stored on the study."""
-    return {k.split(":", 1)[1]: v for k, v in study.user_attrs.items() if k.startswith("retrain:")}
+def _on_test(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """fit() calls whatever it scores on 'val'; a retrain scores on the test set: say so."""
+    rename = {"val_loss": "test_loss", "val_acc": "test_acc"}
+    return [{rename.get(k, k): v for k, v in row.items()} for row in history]
 
 
-def artifact_dir(study: optuna.Study) -> Path:
-    return STUDIES_DIR / study.study_name / "artifacts"
+def _upload(study: optuna.Study, name: str, out: Path, earlier: dict[str, str]) -> dict[str, str]:
+    """Attach the outputs as study artifacts named <name>-<file>; returns file -> artifact id. A
+    file attached by an earlier retrain of the same name gets the new content under its old id,
+    so the dashboard lists each file once."""
+    from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-
-def _upload(study: optuna.Study, name: str, out: Path) -> dict[str, str]:
-    """Upload the outputs as study artifacts named <name>-<file>; returns file -> artifact id."""
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-    store_dir = artifact_dir(study)
+    store_dir = artifact_dir(study.study_name)
     store_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(store_dir))
+    attached = {a.artifact_id for a in get_all_artifact_meta(study)}
     ids = {}
     with tempfile.TemporaryDirectory() as tmp:
         for filename in OUTPUTS:
+            if earlier.get(filename) in attached:
+                with open(out / filename, "rb") as f:
+                    store.write(earlier[filename], f)
+                ids[filename] = earlier[filename]
+                continue
             named = Path(tmp) / f"{name}-{filename}"  # the artifact takes the file's name
             shutil.copyfile(out / filename, named)
             ids[filename] = upload_artifact(artifact_store=store, file_path=str(named), study_or_trial=study)
     return ids
 
 
-def _write_history(history: list[dict[str, float]], out: Path) -> None:
-    import pandas as pd
-
-    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-
-
 def write_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train and test, as one self-contained plotly HTML file."""
+    """Loss and accuracy per epoch, train and test, as one self-contained HTML file: plotly is
+    inlined (~4.6 MB), so it renders offline, and when opened from the dashboard, where no file
+    can sit beside it."""
     from plotly.subplots import make_subplots
 
     epochs = [h["epoch"] for h in history]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     for col, metric in ((1, "loss"), (2, "acc")):
-        for split, name in (("train", "train"), ("val", "test")):
-            fig.add_scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], name=f"{name} {metric}",
-                            mode="lines", row=1, col=col)  # fmt: skip
+        for split in ("train", "test"):
+            fig.add_scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], name=f"{split} {metric}",
+                            mode="lines+markers", row=1, col=col)  # markers: a 1-epoch run is a point
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title)
-    fig.write_html(path, include_plotlyjs="cdn")
+    fig.write_html(path, include_plotlyjs=True)

@@ -1,9 +1,10 @@
 """`nas search`: a budget-constrained Optuna study whose trials are short proxy trainings.
 
 Each proposal is counted in closed form first. Over the budget, it is stored as PRUNED with the
-constraint set (so TPE learns the feasible region) and costs no device time. Within the budget, it
-claims one of the `--trials` slots, trains for `--proxy-epochs` on the training split and reports
-validation accuracy per epoch to the pruner. Workers (one process per GPU and job) share the
+constraint set (so TPE learns the feasible region) and costs no device time; its optuna-dashboard
+note says it was rejected (the dashboard lists it as Pruned, like a pruned training). Within the
+budget, it claims one of the `--trials` slots, trains for `--proxy-epochs` on the training split
+and reports validation accuracy per epoch to the pruner. Workers (one process per GPU and job) share the
 storage; any number of machines can join with the same `--storage` and `--study`.
 
 Slots are exact across workers: trial t trains only if fewer than `trials` lower-numbered trials
@@ -32,8 +33,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import DEFAULT_SPACE, Space, load_space
-from nas.study import (REJECTED, StoredTrial, counts, default_study_name, make_pruner, make_sampler,
-                       open_search_study, storage_url, undecided)  # fmt: skip
+from nas.study import (ARCH_KEY, FILL_MIN, METRIC, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
+                       make_pruner, make_sampler, open_search_study, storage_url, undecided)  # fmt: skip
 
 # Longest wait for a lower-numbered trial to decide whether it trains. Live ones decide in
 # milliseconds and dead ones are failed as stale within STALE_S; this only ends a wait on a queued
@@ -41,7 +42,6 @@ from nas.study import (REJECTED, StoredTrial, counts, default_study_name, make_p
 CLAIM_WAIT_S = 600
 MAX_REJECTED_IN_A_ROW = 2000
 MAX_ERRORS_IN_A_ROW = 3  # a broken device fails every trial: stop instead of burning the slots
-FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget
 
 
 @dataclass(frozen=True)
@@ -214,6 +214,7 @@ class Worker:
             trial.set_constraint("budget", 1.0)
             trial.set_user_attr("reason", "invalid")
             trial.set_user_attr("error", str(e))
+            explain(trial, f"**Rejected before training**: not a valid network ({e}). Never built.")
             raise optuna.TrialPruned(str(e)) from None
         params, macs = count_params(spec), count_macs(spec)
         # <= 0 is feasible. With --fill-budget, a candidate no width multiple of 8 brings to 90% of
@@ -224,17 +225,28 @@ class Worker:
         trial.set_constraint("budget", max(params - cfg.budget, floor - params) / cfg.budget)
         if cfg.max_macs is not None:  # a constraint of its own: the sampler learns each limit apart
             trial.set_constraint("macs", (macs - cfg.max_macs) / cfg.max_macs)
-        for key, value in {"params": params, "macs": macs, "arch": spec.to_dict(),
-                           "recipe": recipe.to_dict()}.items():  # fmt: skip
+        for key, value in {"params": params, "macs": macs, "arch": spec.describe(),
+                           "recipe": recipe.describe()}.items():  # fmt: skip
             trial.set_user_attr(key, value)
+        stored = StoredTrial.of(self.study, trial)
+        stored.set_system_attr(ARCH_KEY, spec.to_dict())
+        stored.set_system_attr(RECIPE_KEY, recipe.to_dict())
+        never = ("Never built or trained: it is stored as Pruned, with its constraint, so that the sampler learns "
+                 "where the limit is.")  # fmt: skip
+        share = f"{params:,} parameters, {params / cfg.budget:.0%} of the budget of {cfg.budget:,}"
         if params > cfg.budget:
             trial.set_user_attr("reason", "over_budget")
+            explain(trial, f"**Rejected before training**: {share}. {never}")
             raise optuna.TrialPruned(f"{params:,} parameters, over the budget of {cfg.budget:,}")
         if cfg.max_macs is not None and macs > cfg.max_macs:
             trial.set_user_attr("reason", "over_macs")
+            explain(trial, f"**Rejected before training**: {macs:,} MACs per image, {macs / cfg.max_macs:.0%} of "
+                           f"the limit of {cfg.max_macs:,}. {never}")  # fmt: skip
             raise optuna.TrialPruned(f"{macs:,} MACs per image, over the limit of {cfg.max_macs:,}")
         if params < floor:
             trial.set_user_attr("reason", "underfilled")
+            explain(trial, f"**Rejected before training**: {share} at the widest fit; `--fill-budget` trains only "
+                           f"networks that use {FILL_MIN:.0%} of it or more.")  # fmt: skip
             raise optuna.TrialPruned(f"{params:,} parameters, under {FILL_MIN:.0%} of the budget at any width")
         if not claim_slot(self.study, trial, cfg.trials, on_wait=lambda: self.liveness.fail_stale(self.study)):
             trial.set_user_attr("reason", "trial_limit")
@@ -253,6 +265,8 @@ class Worker:
             if trial.should_prune():
                 trial.set_user_attr("reason", "pruned")
                 trial.set_user_attr("epoch_seconds", [round(s, 3) for s in seconds + [metrics["seconds"]]])
+                explain(trial, f"**Pruned** by the {self.cfg.pruner} pruner after epoch {epoch} of "
+                               f"{self.cfg.proxy_epochs}: {METRIC} {metrics['val_acc']:.4f}.")  # fmt: skip
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
             seconds.append(metrics["seconds"])
 
@@ -266,7 +280,7 @@ class Worker:
             result = fit(spec, proxy, self.data, device=self.device, on_epoch=on_epoch, compile=self.cfg.compile)
         finally:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # keep the first error
-                trial.set_user_attr("gpu_seconds", round(time.perf_counter() - start, 3))  # compiling included
+                trial.set_user_attr("proxy_seconds", round(time.perf_counter() - start, 3))  # compiling included
         trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in result.history])
         trial.set_user_attr("precision", result.precision)
         if result.status != "complete":
@@ -276,6 +290,16 @@ class Worker:
             trial.set_user_attr("error", result.message)
             raise TrialFailed(result.message)
         return result.final["val_acc"]
+
+
+def explain(trial: optuna.Trial, markdown: str) -> None:
+    """Say on the trial's optuna-dashboard page why it ended as it did (the dashboard lists a
+    rejected proposal and a pruned training both as Pruned). Needs optuna-dashboard installed."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return
+    save_note(trial, markdown)
 
 
 # ------------------------------------------------------------------------------------------ runs

@@ -7,6 +7,8 @@ read them through it. Nothing here trains or knows about devices.
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 import warnings
 from dataclasses import dataclass
@@ -23,8 +25,14 @@ if TYPE_CHECKING:
 
 STUDIES_DIR = Path("studies")
 REJECTED = ("over_budget", "over_macs", "underfilled", "invalid")  # proposals refused before any training
+FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget; the rest are underfilled
 NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
 STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget")
+# Machine-readable data lives in system attrs, which optuna-dashboard does not show; the user attrs
+# hold what a person reads there: short strings and numbers.
+ARCH_KEY, RECIPE_KEY, SPACE_KEY = "nas:arch", "nas:recipe", "nas:space"
+RETRAIN_PREFIX = "retrain:"  # + trial-42 / preset-resnet24: a retrain's result, a line for people, the dict for nas
+METRIC = "proxy_val_acc"  # the objective's name in the dashboard, the report and the leaderboard
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
 
@@ -49,9 +57,44 @@ def storage_url(storage: str | None, study: str) -> str:
     return storage or f"sqlite:///{STUDIES_DIR / study}.db"
 
 
-def dashboard_arg(url: str) -> str:
-    """What to pass to optuna-dashboard: a database URL, or a journal file's plain path."""
-    return url.removeprefix("journal:")
+def artifact_dir(study_name: str) -> Path:
+    """Where a study's files (retrained models, curves) are kept as Optuna artifacts."""
+    return STUDIES_DIR / study_name / "artifacts"
+
+
+def dashboard_command(url: str, study_name: str) -> str:
+    """The optuna-dashboard command that shows a study with its artifacts (without --artifact-dir
+    the dashboard hides the Artifacts panels and refuses artifact downloads)."""
+    target = shlex.quote(shown_url(url).removeprefix("journal:"))
+    return f"optuna-dashboard {target} --artifact-dir {shlex.quote(str(artifact_dir(study_name)))}"
+
+
+def shown_url(url: str) -> str:
+    """A storage URL fit to print: any password replaced by *** (hints and errors end up in logs)."""
+    if "://" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy can parse: hide whatever sits between ':' and '@'
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _missing_driver(url: str, e: ImportError) -> str:
+    """Which database driver a URL needs and how to get it: Optuna's own message names none."""
+    module = getattr(e.__cause__, "name", None) or getattr(e, "name", None) or "?"
+    if module == "psycopg":
+        hint = ("SQLAlchemy 2.1 opens postgresql:// with psycopg 3: pip install -e '.[postgresql]' "
+                "(or pip install 'psycopg[binary]'), or write postgresql+psycopg2:// to use psycopg2")
+    elif module == "psycopg2":
+        hint = "pip install psycopg2-binary, or write postgresql:// to use psycopg 3"
+    elif module == "MySQLdb":
+        hint = "pip install mysqlclient, or write mysql+pymysql:// and pip install pymysql"
+    else:
+        hint = f"pip install the package that provides {module}"
+    return f"storage {shown_url(url)}: the database driver module {module!r} is not installed; {hint}."
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -71,8 +114,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine)
-        except ModuleNotFoundError as e:
-            raise NasError(f"storage {url}: the database driver is not installed ({e.name}); pip install it.") from None
+        except ImportError as e:  # Optuna re-raises the driver's ModuleNotFoundError without its name
+            raise NasError(_missing_driver(url, e)) from None
         except Exception as e:  # sqlalchemy's ArgumentError, OperationalError, NoSuchModuleError...
             text = str(e).strip()
             # Workers started together on a new database race to create its tables: the loser sees
@@ -80,7 +123,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             if attempt < 4 and ("alembic_version" in text or "already exists" in text):
                 time.sleep(0.2 * (attempt + 1))
                 continue
-            raise NasError(f"cannot open storage {url}: {text.splitlines()[0] if text else type(e).__name__}") from None
+            first = text.splitlines()[0] if text else type(e).__name__
+            raise NasError(f"cannot open storage {shown_url(url)}: {first}") from None
     raise AssertionError("unreachable")
 
 
@@ -92,11 +136,16 @@ def _check_folder(url: str, path: Path) -> None:
         raise NasError(f"storage {url}: folder {path.parent} does not exist.")
 
 
+def study_dbs() -> list[Path]:
+    """The SQLite files in studies/, oldest first: without --study and --storage, the newest is used."""
+    return sorted(STUDIES_DIR.glob("*.db"), key=lambda p: p.stat().st_mtime)
+
+
 def load_study(storage: str | None, study: str | None) -> optuna.Study:
     """An existing study. Without --study, the newest studies/*.db; with --study and no --storage,
     studies/<study>.db."""
     if study is None and storage is None:
-        dbs = sorted(STUDIES_DIR.glob("*.db"), key=lambda p: p.stat().st_mtime)
+        dbs = study_dbs()
         if not dbs:
             raise NasError(f"no study found: {STUDIES_DIR}/ holds no .db file; run nas search first or pass --study/--storage.")
         storage = f"sqlite:///{dbs[-1]}"
@@ -107,10 +156,10 @@ def load_study(storage: str | None, study: str | None) -> optuna.Study:
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if study is None:
         if len(names) != 1:
-            raise NasError(f"{url} holds {len(names)} studies ({', '.join(names)}); pass --study NAME.")
+            raise NasError(f"{shown_url(url)} holds {len(names)} studies ({', '.join(names)}); pass --study NAME.")
         study = names[0]
     if study not in names:
-        raise NasError(f"no study {study!r} in {url} (it holds: {', '.join(names) or 'none'}).")
+        raise NasError(f"no study {study!r} in {shown_url(url)} (it holds: {', '.join(names) or 'none'}).")
     return optuna.load_study(study_name=study, storage=store)
 
 
@@ -119,7 +168,7 @@ PRUNERS = ("hyperband", "median", "none")  # what make_pruner builds: --pruner's
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=True is, and we rely on it
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=True, metric names
     if name == "tpe":
         # multivariate+group: per-stage params exist only for some N. 128 EI candidates (default 24)
         # lift the share of within-budget proposals after 50 from ~0.7 to ~0.86 (benchmarks/).
@@ -155,11 +204,17 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=sampler, pruner=pruner)  # fmt: skip
-    stored = study.user_attrs
+    if study.metric_names is None:
+        study.set_metric_names([METRIC])
+    stored = {**study.user_attrs, "space": study_space(study)}
     if "budget" not in stored:
+        # The space text is kept verbatim, for rebuilding trials, as a system attr: the dashboard would
+        # show it as one run-on line; the study note shows it as YAML instead.
+        set_study_system_attr(study, SPACE_KEY, identity["space"])
         # "budget" marks a study as made, so it is written last: a worker that opens the study while
         # this one writes it sees either no identity (and writes the same) or all of it.
         attrs = {**identity, "versions": _versions(), "space_path": str(space_path)}
+        del attrs["space"]
         for key, value in sorted(attrs.items(), key=lambda kv: kv[0] == "budget"):
             study.set_user_attr(key, value)
     else:
@@ -171,6 +226,12 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
                     f"pass another --study to start a new one."
                 )
     return study
+
+
+def study_space(study: optuna.Study) -> str | None:
+    """The search-space text a study was made with (studies made before it moved to a system attr
+    keep it in the user attr `space`)."""
+    return study_system_attrs(study).get(SPACE_KEY) or study.user_attrs.get("space")
 
 
 def _versions() -> dict[str, str]:
@@ -197,11 +258,29 @@ def undecided(t: FrozenTrial) -> bool:
     return t.state == TrialState.RUNNING and not t.user_attrs.get("counted") and "reason" not in t.user_attrs
 
 
+def trial_arch(t: FrozenTrial) -> dict[str, Any] | None:
+    """The ArchSpec a trial trained, as a dict (older studies kept the dict in the user attr)."""
+    old = t.user_attrs.get("arch")
+    return t.system_attrs.get(ARCH_KEY) or (old if isinstance(old, dict) else None)
+
+
+def trial_recipe(t: FrozenTrial) -> dict[str, Any] | None:
+    """The Recipe a trial trained with, as a dict (older studies kept the dict in the user attr)."""
+    old = t.user_attrs.get("recipe")
+    return t.system_attrs.get(RECIPE_KEY) or (old if isinstance(old, dict) else None)
+
+
+def trial_seconds(t: FrozenTrial) -> float | None:
+    """Wall time of a trial's proxy training (`gpu_seconds` in older studies, whatever the device)."""
+    return t.user_attrs.get("proxy_seconds", t.user_attrs.get("gpu_seconds"))
+
+
 @dataclass(frozen=True)
 class StoredTrial:
-    """A trial addressed in the storage itself: the one place nas reaches past Optuna's public API
-    (`Study._storage`, `Trial._trial_id`). Needed to fail another worker's stale trial, to stamp a
-    heartbeat from a thread, and to read one told trial's attributes without loading them all."""
+    """A trial addressed in the storage itself: with the two study-level functions below, the only
+    places nas reaches past Optuna's public API (`Study._storage`, `Trial._trial_id`). Needed to fail
+    another worker's stale trial, to stamp a heartbeat from a thread, to keep machine data in system
+    attrs, and to read one told trial's attributes without loading them all."""
 
     storage: optuna.storages.BaseStorage
     trial_id: int
@@ -222,3 +301,12 @@ class StoredTrial:
     def fail(self) -> bool:
         """FAIL it; False if it had already finished. Raises UpdateFinishedTrialError on some storages."""
         return self.storage.set_trial_state_values(self.trial_id, state=TrialState.FAIL)
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, Any]:
+    """A study's system attrs (Optuna 5 has no public API for them; the space text is one)."""
+    return study._storage.get_study_system_attrs(study._study_id)
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: Any) -> None:
+    study._storage.set_study_system_attr(study._study_id, key, value)

@@ -294,6 +294,15 @@ def _save(path: Path, spec, recipe, precision, model, optimizer, scaler, batches
     os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
 
 
+def checkpoint_progress(path: Path) -> tuple[int, int]:
+    """(epochs done, epochs of the run) a checkpoint records."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise NasError(f"cannot read checkpoint {path}: {e}") from None
+    return len(state["history"]), state["recipe"]["epochs"]
+
+
 def _restore(path: Path, spec, recipe, precision, model, optimizer, scaler, batches, device) -> list[dict[str, float]]:
     """Load a checkpoint into the run's objects. Another precision is allowed (said on stderr); so is
     another device type, where the device-specific random generators cannot carry over (a CPU

@@ -1,5 +1,6 @@
 import os
 from pathlib import Path
+from wsgiref.util import setup_testing_defaults
 
 import pytest
 import torch
@@ -17,3 +18,18 @@ def pytest_runtest_logstart(nodeid, location):
     marker = os.environ.get("NAS_CURRENT_TEST_FILE")
     if marker:
         Path(marker).write_text(nodeid)
+
+
+def _get(app, path: str) -> tuple[int, bytes]:
+    """One GET request to a WSGI app (optuna-dashboard's), without a server: (status, body)."""
+    environ: dict = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = path
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+    return int(status[0].split()[0]), body
+
+
+@pytest.fixture
+def http_get():
+    return _get

@@ -39,6 +39,7 @@ def test_a_log_gets_one_status_line_per_trained_trial_not_per_rejection():
     summary = progress.summary(study)
     assert summary["trained"] == 3 and summary["rejected"] == 60 and summary["top"][0]["val_acc"] == 0.7
     assert "nas retrain --trial 62" in out.getvalue()
+    assert "60 proposals rejected before training (over budget); 5% of 63 proposals passed the budget check (8% after the first 50)" in out.getvalue()
 
 
 def test_budget_shares_after_the_first_50():
@@ -99,3 +100,47 @@ def test_the_summary_says_the_gpu_busy_share_or_why_there_is_none(monkeypatch):
     summary = progress.summary(study)
     assert summary["gpu_busy"] is None
     assert "GPU busy unavailable (nvidia-ml-py is not installed: pip install nvidia-ml-py)" in out.getvalue()
+
+
+def running_study():
+    """One trained trial, one in its third epoch, and a rejected proposal."""
+    from nas.study import ARCH_KEY
+
+    study = optuna.create_study(direction="maximize")
+    add(study, value=0.5)
+    add(study, reason="over_budget", state=TrialState.PRUNED, params=9000)
+    trial = study.ask()
+    for key, value in {"counted": True, "params": 12345, "arch": "basic 1 x 8"}.items():
+        trial.set_user_attr(key, value)
+    study._storage.set_trial_system_attr(trial._trial_id, ARCH_KEY, ArchSpec(blocks=[3, 3, 3], channels=[16, 32, 64]).to_dict())
+    trial.report(0.3, 1)
+    trial.report(0.4, 2)
+    return study
+
+
+def test_the_live_footer_shows_running_trials_with_their_epoch_fitted_to_the_width():
+    from rich.console import Console
+
+    study = running_study()
+    progress = Progress(io.StringIO(), live=False)
+    progress.start(study, SearchConfig(budget=5000, trials=4, space="tiny", proxy_epochs=5))
+    out = io.StringIO()
+    Console(file=out, width=60).print(progress.footer(study.get_trials()))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 60 for line in lines)
+    assert lines[0].startswith("trained 1/4 | rejected 1 | best 0.5000")
+    assert lines[-1].startswith("  #2    epoch 3/5, val 0.4000 after 2 | 12.3k basic 3-3-3") and lines[-1].endswith("…")
+
+
+def test_the_summary_says_why_proposals_were_rejected_and_hides_passwords():
+    study = running_study()
+    add(study, reason="underfilled", state=TrialState.PRUNED, params=100)
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    progress.start(study, SearchConfig(budget=5000, trials=4, space="tiny", storage="postgresql://me:secret@db/nas"))
+    progress.summary(study)
+    text = out.getvalue()
+    assert "2 proposals rejected before training (1 over budget, 1 under 90% of the budget); 50% of 4 proposals passed" in text
+    assert "after the first 50" not in text  # 4 proposals: there is no such share yet
+    assert "secret" not in text and "--storage 'postgresql://me:***@db/nas'" in text
+    assert "optuna-dashboard 'postgresql://me:***@db/nas' --artifact-dir studies/" in text

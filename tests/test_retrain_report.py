@@ -1,7 +1,9 @@
 import csv
 import json
+import re
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from PIL import Image
@@ -11,7 +13,7 @@ from nas.cli import main
 from nas.data import load_dataset
 from nas.predict import load_model
 from nas.report import note
-from nas.study import counts, load_study
+from nas.study import counts, load_study, trial_arch
 
 STUDY = "tiny-synthetic-5M"
 SMALL_PRESET = "arch:\n  blocks: [1, 1]\n  channels: [8, 16]\nrecipe:\n  optimizer: sgd\n  lr: 0.05\n  epochs: 2\n"
@@ -39,23 +41,44 @@ def here(smoke, monkeypatch):
     return smoke
 
 
+def script_sources(html: str) -> list[str]:
+    """The scripts an HTML page loads from elsewhere: none may be on the network."""
+    return re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html)
+
+
 def complete_trials():
     return [t.number for t in load_study(None, STUDY).trials if counts(t) and t.value is not None]
 
 
-def test_retrain_writes_files_results_and_artifacts(here, capsys):
+def dashboard(here):
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import wsgi
+
+    return wsgi(f"sqlite:///{here}/studies/{STUDY}.db", FileSystemArtifactStore(f"{here}/studies/{STUDY}/artifacts"))
+
+
+def test_retrain_writes_files_results_and_artifacts(here, capsys, http_get):
     number = complete_trials()[0]
     assert main(["retrain", "--trial", str(number), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"study {STUDY} in studies/{STUDY}.db (the only one)" in out
+    assert f"optuna-dashboard sqlite:///studies/{STUDY}.db --artifact-dir studies/{STUDY}/artifacts" in out
     out_dir = here / "studies" / STUDY / f"trial-{number}"
     for name in ("model.pt", "history.csv", "metrics.json", "curves.html"):
         assert (out_dir / name).stat().st_size > 0
+    assert not (out_dir / "checkpoint.pt").exists()  # finished: nothing left for --resume
     study = load_study(None, STUDY)
-    r = study.user_attrs[f"retrain:trial-{number}"]
+    r = rt.retrains(study)[f"trial-{number}"]
+    line = study.user_attrs[f"retrain:trial-{number}"]  # what the dashboard's attribute table shows: one line
+    assert line.startswith("test accuracy ") and len(line) < 200
     assert r["retrain_epochs"] == 2 and 0 <= r["retrain_test_acc"] <= 1 and 0 <= r["retrain_test_acc_tta"] <= 1
     assert r["retrain_seconds"] > 0 and r["proxy_val_acc"] == study.trials[number].value
     assert json.loads((out_dir / "metrics.json").read_text())["retrain_test_acc"] == r["retrain_test_acc"]
     history = (out_dir / "history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,train_loss") and len(history) == 3
+    assert history[0].startswith("epoch,train_loss,train_acc,test_loss,test_acc,") and len(history) == 3
+    curves = (out_dir / "curves.html").read_text()
+    assert script_sources(curves) == [] and "Plotly.newPlot" in curves
+    assert len(curves) > 1_000_000  # plotly itself, inlined: renders offline and from the dashboard
     # uploaded as study artifacts, named after the trial
     from optuna.artifacts import get_all_artifact_meta
 
@@ -65,10 +88,68 @@ def test_retrain_writes_files_results_and_artifacts(here, capsys):
     assert all((here / "studies" / STUDY / "artifacts" / a).exists() for a in r["artifacts"].values())
     # the model is the one the trial describes, and the dashboard note tells the story
     model, saved = load_model(out_dir / "model.pt", torch.device("cpu"))
-    assert saved["spec"] == study.trials[number].user_attrs["arch"] and saved["classes"][0] == "class0"
+    assert saved["spec"] == trial_arch(study.trials[number]) and saved["classes"][0] == "class0"
     from optuna_dashboard import get_note
 
     assert f"trial-{number}" in get_note(study) and "Retrained in full" in note(study)
+    # the trial's note links its files, and the dashboard serves each link
+    trial_note = get_note(optuna.Trial(study, study.trials[number]._trial_id))
+    for filename, artifact_id in r["artifacts"].items():
+        link = f"[{filename}](/artifacts/{study._study_id}/{artifact_id})"
+        assert link in trial_note
+        code, body = http_get(dashboard(here), f"/artifacts/{study._study_id}/{artifact_id}")
+        assert code == 200 and body == (out_dir / filename).read_bytes()
+
+
+def test_a_second_retrain_is_kept_unless_replaced_and_then_replaces_in_place(here, capsys):
+    from optuna.artifacts import get_all_artifact_meta
+
+    number = complete_trials()[0]  # retrained by the test above
+    before = rt.retrains(load_study(None, STUDY))[f"trial-{number}"]
+    assert main(["retrain", "--trial", str(number), "--epochs", "2"]) == 0
+    assert f"trial-{number}: already retrained in" in capsys.readouterr().out
+    study = load_study(None, STUDY)
+    assert rt.retrains(study)[f"trial-{number}"] == before
+    n_artifacts = len(get_all_artifact_meta(study))
+
+    assert main(["retrain", "--trial", str(number), "--epochs", "1", "--replace"]) == 0
+    assert "replacing the earlier retrain" in capsys.readouterr().out
+    study = load_study(None, STUDY)
+    after = rt.retrains(study)[f"trial-{number}"]
+    assert after["retrain_epochs"] == 1 and after["artifacts"] == before["artifacts"]  # same ids, new content
+    assert len(get_all_artifact_meta(study)) == n_artifacts  # the dashboard lists each file once
+    history = here / "studies" / STUDY / "artifacts" / after["artifacts"]["history.csv"]
+    assert len(history.read_text().splitlines()) == 2  # header + the one epoch of the new run
+
+    assert main(["retrain", "--trial", str(number), "--resume"]) == 0  # nothing to resume, and done: kept
+    assert f"trial-{number}: already retrained in" in capsys.readouterr().out
+
+
+def test_an_interrupted_retrain_says_how_to_resume_and_is_not_thrown_away(here, monkeypatch):
+    number = complete_trials()[1]
+    study = load_study(None, STUDY)
+    target = rt.trial_target(study, number, load_dataset("synthetic:200").shape)
+    monkeypatch.setattr(rt, "CHECKPOINT_EVERY", 1)
+    said = []
+
+    def ctrl_c_in_epoch_3(line):
+        said.append(line)
+        if "epoch    2/3" in line:
+            raise KeyboardInterrupt
+
+    out = here / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        rt.retrain(study, target, load_dataset("synthetic:200"), epochs=3, out=out, log=ctrl_c_in_epoch_3)
+    assert "The checkpoint holds epochs 1-2 of 3: run the same command with --resume to continue from epoch 3." in said[-1]
+    with pytest.raises(ValueError, match="left a checkpoint after epoch 2 of 3 .* pass --resume to continue it"):
+        rt.retrain(study, target, load_dataset("synthetic:200"), out=out, log=said.append)
+    said.clear()
+    resumed = rt.retrain(study, target, load_dataset("synthetic:200"), out=out, resume=True, log=said.append)
+    assert any("resuming from the checkpoint after epoch 2 of 3" in line for line in said)
+    assert resumed["retrain_epochs"] == 3  # the interrupted run's length, without --epochs
+    said.clear()  # --resume where there is nothing to resume starts, and says so (scripts pass it always)
+    rt.retrain(study, target, load_dataset("synthetic:200"), epochs=1, out=here / "fresh", resume=True, log=said.append)
+    assert any("no interrupted retrain to resume in" in line and "starting from epoch 1" in line for line in said)
 
 
 def test_retrain_resumes_after_a_kill_and_reaches_the_same_result(here, monkeypatch):
@@ -97,7 +178,7 @@ def test_retrain_resumes_after_a_kill_and_reaches_the_same_result(here, monkeypa
 
 def test_predict_needs_a_retrained_trial(here, capsys):  # before the report test retrains them all
     study = load_study(None, STUDY)
-    never = next(t.number for t in study.trials if f"retrain:trial-{t.number}" not in study.user_attrs)
+    never = next(t.number for t in study.trials if f"trial-{t.number}" not in rt.retrains(study))
     assert main(["predict", "--trial", str(never), "--images", "."]) == 2
     assert "has not been retrained" in capsys.readouterr().err
 
@@ -105,28 +186,34 @@ def test_predict_needs_a_retrained_trial(here, capsys):  # before the report tes
 def test_retrain_a_preset_into_the_same_study(here, capsys):
     (here / "small.yaml").write_text(SMALL_PRESET)
     assert main(["retrain", "--preset", str(here / "small.yaml")]) == 0
-    r = load_study(None, STUDY).user_attrs["retrain:preset-small"]
+    r = rt.retrains(load_study(None, STUDY))["preset-small"]
     assert r["retrain_epochs"] == 2 and r["proxy_val_acc"] is None and r["spec"]["channels"] == [8, 16]
     assert (here / "studies" / STUDY / "preset-small" / "model.pt").exists()
 
 
 def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
-    done = {k for k in load_study(None, STUDY).user_attrs if k.startswith("retrain:trial-")}
+    done = set(rt.retrains(load_study(None, STUDY)))
     for number in complete_trials():
-        if f"retrain:trial-{number}" not in done:
+        if f"trial-{number}" not in done:
             assert main(["retrain", "--trial", str(number), "--epochs", "1"]) == 0
     capsys.readouterr()
     assert main(["report", "--out", "rep"]) == 0
     out = capsys.readouterr().out
     assert "proxy fidelity over" in out and "Kendall tau" in out
     rep = here / "rep"
-    for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.html", "history.html", "intermediate.html"):
+    for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.html", "budget_check.html", "history.html",
+                 "intermediate.html"):  # fmt: skip
         assert (rep / name).stat().st_size > 0
+    for html in rep.glob("*.html"):  # plotly from beside the figures, never from the network
+        assert script_sources(html.read_text()) == ["plotly.min.js"], html
+    assert (rep / "plotly.min.js").stat().st_size > 1_000_000
+    assert "no importances: 4 complete trials, 8 needed" in out
     rows = list(csv.DictReader(open(rep / "leaderboard.csv")))
     assert len(rows) == 5 and {r["name"] for r in rows} >= {"preset-small"}
     assert all(r["retrain_test_acc"] for r in rows)
     assert "Spearman" in (rep / "leaderboard.md").read_text()
     assert "budget 5,000,000" in (rep / "accuracy_vs_params.html").read_text()
+    assert {r["state"] for r in rows} == {"complete", "preset"}
 
 
 def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain():
@@ -134,15 +221,16 @@ def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain():
 
     from nas.report import fidelity
 
-    df = pd.DataFrame({"trial": [0, 1, 2, 3, None], "proxy_val_acc": [0.1, 0.2, 0.3, 0.4, None],
-                       "retrain_test_acc": [0.5, 0.7, 0.6, 0.9, 0.95]})  # fmt: skip
-    f = fidelity(df)
+    df = pd.DataFrame({"trial": [0, 1, 2, 3, None, 5], "proxy_val_acc": [0.1, 0.2, 0.3, 0.4, None, 0.9],
+                       "retrain_test_acc": [0.5, 0.7, 0.6, 0.9, 0.95, 0.1],
+                       "state": ["complete"] * 4 + ["preset", "pruned"]})  # fmt: skip
+    f = fidelity(df)  # a preset has no proxy score; a pruned trial's is from fewer epochs
     assert f["trials"] == 4 and f["spearman"] == pytest.approx(0.8) and f["kendall_tau"] == pytest.approx(2 / 3)
     assert fidelity(df.head(2)) is None
 
 
 def test_predict_writes_a_correct_csv(here, capsys):
-    number = next(int(k.split("-")[-1]) for k in load_study(None, STUDY).user_attrs if k.startswith("retrain:trial-"))
+    number = next(int(k.split("-")[-1]) for k in rt.retrains(load_study(None, STUDY)) if k.startswith("trial-"))
     images = here / "unlabeled"
     (images / "sub").mkdir(parents=True, exist_ok=True)
     data = load_dataset("synthetic:200")
@@ -186,8 +274,6 @@ def test_no_study_anywhere(tmp_path, monkeypatch, capsys):
 def test_importances_find_the_feature_that_drives_the_score():
     import random
 
-    import optuna
-
     from nas.arch import ArchSpec
     from nas.count import count_macs, count_params
     from nas.recipe import Recipe
@@ -202,8 +288,97 @@ def test_importances_find_the_feature_that_drives_the_score():
         attrs = {"arch": spec.to_dict(), "recipe": recipe.to_dict(), "params": count_params(spec),
                  "macs": count_macs(spec)}  # fmt: skip
         study.add_trial(optuna.trial.create_trial(value=depth / 8 + rng.gauss(0, 0.01), user_attrs=attrs))
-    imp = importances(study)
+    imp, _ = importances(study)  # trials in the older layout: dicts in user attrs
     assert max(imp, key=imp.get) == "depth (blocks)"
     assert importance_figure(study, imp).data[0].orientation == "h"
     few = optuna.create_study(direction="maximize")
-    assert importances(few) is None
+    assert importances(few) == (None, "0 complete trials, 8 needed")
+
+
+# ------------------------------------------------------------------ the leaderboard on a made-up study
+
+
+def made_up_study(budget=5000):
+    """Two complete trials, a pruned one whose epoch-1 score beats both, and a preset far over the
+    budget, in the layout nas search writes (dicts in system attrs, short strings in user attrs)."""
+    from optuna.trial import TrialState, create_trial
+
+    from nas.arch import ArchSpec
+    from nas.count import count_macs, count_params
+    from nas.recipe import Recipe
+    from nas.study import ARCH_KEY, RECIPE_KEY
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("budget", budget)
+    study.set_user_attr("proxy_epochs", 5)
+    for width, value, state in ((8, 0.5, TrialState.COMPLETE), (16, 0.6, TrialState.COMPLETE), (12, None, TrialState.PRUNED)):
+        spec = ArchSpec(blocks=[1], channels=[width])
+        attrs = {"params": count_params(spec), "macs": count_macs(spec), "arch": spec.describe(),
+                 "recipe": Recipe().describe(), "counted": True, "proxy_seconds": 12.5}  # fmt: skip
+        if state == TrialState.PRUNED:
+            attrs["reason"] = "pruned"
+        steps = {1: 0.9} if state == TrialState.PRUNED else {1: value / 2, 5: value}
+        study.add_trial(create_trial(state=state, value=value, user_attrs=attrs, intermediate_values=steps,
+                                     system_attrs={ARCH_KEY: spec.to_dict(), RECIPE_KEY: Recipe().to_dict()}))  # fmt: skip
+    big = ArchSpec(blocks=[2, 2, 2, 2], channels=[64, 128, 256, 512])
+    study.set_user_attr("retrain:preset-resnet18", {  # the older layout: the dict in the user attr
+        "retrain_test_acc": 0.95, "retrain_test_acc_tta": 0.955, "retrain_epochs": 200, "params": count_params(big),
+        "macs": count_macs(big), "spec": big.to_dict(), "recipe": Recipe().to_dict()})  # fmt: skip
+    return study
+
+
+def test_the_leaderboard_ranks_pruned_scores_below_complete_ones_and_flags_an_over_budget_preset():
+    from nas.report import leaderboard
+
+    df = leaderboard(made_up_study())
+    assert list(df["state"]) == ["over budget", "complete", "complete", "pruned"]
+    assert list(df["proxy_val_acc"][1:]) == [0.6, 0.5, 0.9] and list(df["proxy_epochs"][1:]) == [5, 5, 1]
+
+
+def test_the_pareto_front_holds_complete_trials_only_on_a_log_axis():
+    from nas.report import accuracy_vs_params, leaderboard
+
+    study = made_up_study()
+    fig = accuracy_vs_params(study, leaderboard(study))
+    traces = {t.name: t for t in fig.data}
+    pruned_params = leaderboard(study).query("state == 'pruned'")["params"].iloc[0]
+    assert pruned_params not in list(traces["Pareto front"].x)
+    assert list(traces["pruned (score when stopped)"].x) == [pruned_params]
+    assert fig.layout.xaxis.type == "log"  # the preset at 11M does not squash the rest
+    assert "preset-resnet18 (over budget)" in traces["retrain (test)"].text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_printed_leaderboard_fits_the_terminal(width):
+    from nas.report import console_table, leaderboard
+
+    table = console_table(leaderboard(made_up_study()), width).splitlines()
+    assert all(len(line) <= width for line in table)
+    assert table[0].split()[:4] == ["name", "state", "proxy", "ep"] and "params" in table[0]
+    assert "11.17M" in table[1] and "pruned" in table[-1] and re.search(r" \d+\.\dk ", table[-1])  # not 3138
+    assert ("MACs" in table[0]) == (width >= 120)  # dropped first where room is short
+
+def test_a_study_in_the_earlier_layout_still_reports_and_retrains(here, capsys):
+    """Studies written before the machine data moved to system attrs keep the space text and the
+    arch/recipe dicts in user attrs, and the training time as gpu_seconds."""
+    from optuna.trial import create_trial
+
+    from nas.study import study_space, trial_recipe, trial_seconds
+
+    new = load_study(None, STUDY)
+    old = optuna.create_study(study_name="old-layout", storage=new._storage, direction="maximize")
+    for key, value in new.user_attrs.items():
+        if not key.startswith("retrain:"):
+            old.set_user_attr(key, value)
+    old.set_user_attr("space", study_space(new))
+    for t in new.trials:
+        attrs = {k: v for k, v in t.user_attrs.items() if k not in ("proxy_seconds", "worker")}
+        attrs.update(arch=trial_arch(t), recipe=trial_recipe(t), gpu_seconds=trial_seconds(t))
+        old.add_trial(create_trial(state=t.state, value=t.value, params=t.params, distributions=t.distributions,
+                                   user_attrs=attrs, intermediate_values=t.intermediate_values))  # fmt: skip
+    number = complete_trials()[0]
+    target = rt.trial_target(old, number, load_dataset("synthetic:200").shape)
+    assert target.spec.to_dict() == trial_arch(new.trials[number])
+    assert main(["report", "--study", "old-layout", "--storage", f"sqlite:///studies/{STUDY}.db", "--out", "old"]) == 0
+    rows = list(csv.DictReader(open(here / "old" / "leaderboard.csv")))
+    assert len(rows) == 4 and all(r["arch"].startswith(("basic", "preact")) and float(r["proxy_seconds"]) > 0 for r in rows)

@@ -13,8 +13,9 @@ import nas.train
 from nas.arch import ArchSpec
 from nas.cli import main
 from nas.count import count_params
+from nas.liveness import WORKER_KEY
 from nas.search import claim_slot
-from nas.study import counts, load_study, open_storage
+from nas.study import METRIC, counts, load_study, open_storage, study_space, trial_arch
 
 FAST = ["--space", "tiny", "--dataset", "synthetic:200", "--proxy-epochs", "2", "--gpus", "cpu", "--seed", "0"]
 
@@ -43,12 +44,14 @@ def test_end_to_end_search_stores_everything(here, capsys):
     trained = [t for t in study.trials if counts(t)]
     assert len(trained) == 4 and not [t for t in study.trials if t.state == TrialState.RUNNING]
     attrs = study.user_attrs
-    assert attrs["budget"] == 5_000_000 and "stages" in attrs["space"] and attrs["dataset"] == "synthetic:200"
+    assert attrs["budget"] == 5_000_000 and "stages" in study_space(study) and attrs["dataset"] == "synthetic:200"
+    assert study.metric_names == [METRIC]
     assert attrs["split"]["val_size"] == 20 and {"nas", "torch", "optuna"} <= set(attrs["versions"])
     for t in trained:
         a = t.user_attrs
-        assert {"params", "macs", "arch", "recipe", "gpu_seconds", "device", "epoch_seconds"} <= set(a)
-        assert a["params"] == count_params(ArchSpec.from_dict(a["arch"]))
+        assert {"params", "macs", "arch", "recipe", "proxy_seconds", "device", "epoch_seconds", "worker"} <= set(a)
+        spec = ArchSpec.from_dict(trial_arch(t))  # the machine's copy; the user attr is for people
+        assert a["params"] == count_params(spec) and a["arch"] == spec.describe()
         assert t.constraints["budget"] <= 0 and 1 in t.intermediate_values
         assert t.state == TrialState.COMPLETE or a["reason"] in ("pruned", "nan", "oom", "error")
 
@@ -114,14 +117,20 @@ def test_impossible_budget_stops_at_once(here, capsys):
 
 
 def test_fill_budget_uses_most_of_the_budget(here, capsys):
-    code, _, _ = search(capsys, "--trials", "3", "--budget", "60k", "--fill-budget")
+    code, out, _ = search(capsys, "--trials", "3", "--budget", "60k", "--fill-budget", "--record", "results.md")
     assert code == 0
     trials = study_of("tiny-synthetic-60k").trials
     trained = [t for t in trials if counts(t)]
-    for t in trials:
-        if t.user_attrs.get("reason") == "underfilled":  # no width multiple of 8 reaches 90%: refused
-            assert t.state == TrialState.PRUNED and t.constraints["budget"] > 0 and not counts(t)
+    underfilled = [t for t in trials if t.user_attrs.get("reason") == "underfilled"]
+    for t in underfilled:  # no width multiple of 8 reaches 90%: refused
+        assert t.state == TrialState.PRUNED and t.constraints["budget"] > 0 and not counts(t)
     assert len(trained) == 3 and all(0.9 <= t.user_attrs["params"] / 60_000 <= 1.0 for t in trained)
+    if underfilled:  # said as what it is: under the budget, not over it
+        assert "under 90% of the budget" in out
+    record = (here / "results.md").read_text()
+    assert "| passed the budget check |" in record and "too few for a share after the first 50" in record
+    best = next(line for line in record.splitlines() if line.startswith("| best trial |"))
+    assert best.count(" | ") == 1 and "\\|" in best  # the arch | recipe bar escaped: one table row, two cells
 
 
 def test_pruned_trials_count_and_keep_their_curve(here, capsys, monkeypatch):
@@ -148,6 +157,8 @@ def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
     "args,message",
     [
         (["--storage", "foo://bar"], "cannot open storage foo://bar"),
+        (["--storage", "postgresql+psycopg2://me:secret@localhost/nas"], "driver module 'psycopg2' is not installed"),
+        (["--storage", "postgresql://me:secret@localhost:1/nas"], "postgresql://me:***@localhost:1/nas"),
         (["--storage", "not-a-url"], "neither a database URL"),
         (["--storage", "sqlite:////no/such/dir/x.db"], "does not exist"),
         (["--dataset", "nope"], "unknown dataset"),
@@ -155,10 +166,11 @@ def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
         (["--trials", "0"], "--trials"),
     ],
 )
-def test_bad_inputs_are_one_line_and_exit_2(here, capsys, args, message):
+def test_bad_inputs_are_one_line_and_exit_2(here, capsys, args, message, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # not installed, wherever the tests run
     code = main(["search", *FAST, *args])
     err = capsys.readouterr().err
-    assert code == 2 and message in err and err.count("\n") == 1
+    assert code == 2 and message in err and err.count("\n") == 1 and "secret" not in err
 
 
 @pytest.mark.parametrize("sampler", ["random", "nsga2"])
@@ -294,7 +306,7 @@ def test_two_workers_share_one_storage_without_losing_or_duplicating_trials(here
     assert len(held) == 6  # --trials holds for both workers together, exactly
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in held)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    pids = {t.user_attrs["worker"]["pid"] for t in held}
+    pids = {t.system_attrs[WORKER_KEY]["pid"] for t in held}
     assert pids <= {p.pid for p in procs}
 
 
@@ -488,8 +500,8 @@ def test_one_command_with_several_workers_spawns_them_and_shows_their_trials(her
     assert len(held) == 4 and summary["trained"] == 4
     threads = threads_per_worker(2)  # each spawned worker took its share of the cores, not all of them
     assert all(t.user_attrs["device"].endswith(f", {threads} threads)") for t in held)
-    assert len({t.user_attrs["worker"]["pid"] for t in held}) <= 2 and os.getpid() not in {
-        t.user_attrs["worker"]["pid"] for t in held}  # fmt: skip
+    pids = {t.system_attrs[WORKER_KEY]["pid"] for t in held}
+    assert len(pids) <= 2 and os.getpid() not in pids
     assert out.getvalue().count(" val 0.") + out.getvalue().count("pruned after") == 4
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
 
@@ -505,5 +517,6 @@ def test_a_new_studys_identity_is_marked_made_only_once_complete(monkeypatch):
     monkeypatch.setattr(optuna.Study, "set_user_attr", lambda self, k, v: written.append(k) or real(self, k, v))
     identity = {key: key for key in STUDY_IDENTITY} | {"budget": 1000}
     url = "sqlite:///:memory:"
-    open_search_study("s", url, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), identity, "x.yaml")
-    assert written[-1] == "budget" and set(STUDY_IDENTITY) <= set(written)
+    study = open_search_study("s", url, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), identity, "x.yaml")
+    assert written[-1] == "budget" and set(STUDY_IDENTITY) - {"space"} <= set(written)
+    assert study_space(study) == "space"  # a system attr, written before the user attrs: shown as YAML in the note
