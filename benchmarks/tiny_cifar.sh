@@ -52,7 +52,8 @@ for n in $(pick tiny-random "$CONTROL" top); do
     $NAS retrain --study tiny-random --trial "$n" --epochs "$EPOCHS" --resume --device cpu
 done
 for preset in mlperf-tiny-resnet8; do
-    if ! python3 -c "import sys; from nas.study import load_study; sys.exit('retrain:preset-$preset' not in load_study(None, 'tiny-tpe').user_attrs)"; then
+    if ! python3 -c "import sys; from nas.study import load_study; from nas.retrain import retrains
+sys.exit('preset-$preset' not in retrains(load_study(None, 'tiny-tpe')))"; then
         step "retrain preset $preset"
         $NAS retrain --study tiny-tpe --preset "$preset" --epochs "$EPOCHS" --resume --device cpu
     fi

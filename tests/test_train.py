@@ -17,6 +17,20 @@ def split():
 SPEC = ArchSpec(blocks=[1, 1], channels=[8, 16])
 
 
+def killed_after(last: int, spec, recipe, data, ckpt) -> None:
+    """A run killed after epoch `last`, checkpointing every epoch."""
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch, _):
+        if epoch == last:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(spec, recipe, data, checkpoint=ckpt, checkpoint_every=1, on_epoch=kill)
+
+
 def strip(history):
     return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
 
@@ -52,16 +66,8 @@ def test_resume_after_an_interruption_gives_the_same_history(split, tmp_path):
     spec = ArchSpec(blocks=[1, 1], channels=[8, 16], dropout=0.1, drop_path=0.1)
     straight = fit(spec, recipe, split)
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_2(epoch, _):
-        if epoch == 2:
-            raise Killed
-
     ckpt = tmp_path / "run.ckpt"
-    with pytest.raises(Killed):
-        fit(spec, recipe, split, checkpoint=ckpt, checkpoint_every=1, on_epoch=kill_after_2)
+    killed_after(2, spec, recipe, split, ckpt)
     resumed = fit(spec, recipe, split, checkpoint=ckpt, checkpoint_every=1, resume=True)
     assert strip(resumed.history) == strip(straight.history)
     assert not list(tmp_path.glob("*.tmp*"))  # writes were atomic: no temp files left
@@ -154,16 +160,8 @@ def test_fp16_trains_with_a_loss_scaler_whose_state_is_checkpointed_and_resumed_
     straight = fit(spec, recipe, small)
     assert straight.status == "complete" and straight.precision == "fp16"
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_1(epoch, _):
-        if epoch == 1:
-            raise Killed
-
     ckpt = tmp_path / "run.ckpt"
-    with pytest.raises(Killed):
-        fit(spec, recipe, small, checkpoint=ckpt, checkpoint_every=1, on_epoch=kill_after_1)
+    killed_after(1, spec, recipe, small, ckpt)
     state = torch.load(ckpt, weights_only=True)
     assert state["precision"] == "fp16" and state["scaler"]["scale"] > 0 and "_growth_tracker" in state["scaler"]
     resumed = fit(spec, recipe, small, checkpoint=ckpt, resume=True)
@@ -183,14 +181,7 @@ def test_resuming_in_another_precision_says_so(split, tmp_path, caplog):
 def write_cuda_checkpoint(split, path):
     """A checkpoint as nas (version 1) wrote it on a GPU: the CUDA generators' states are Philox
     seed/offset pairs (16 bytes), which a CPU generator refuses."""
-    class Killed(Exception):
-        pass
-
-    def kill(epoch, _):
-        raise Killed
-
-    with pytest.raises(Killed):
-        fit(SPEC, RESUMED, split, checkpoint=path, checkpoint_every=1, on_epoch=kill)
+    killed_after(1, SPEC, RESUMED, split, path)
     state = torch.load(path, weights_only=True)
     for key in ("precision", "device_type", "scaler"):
         state.pop(key, None)
