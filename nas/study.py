@@ -168,7 +168,7 @@ PRUNERS = ("hyperband", "median", "none")  # what make_pruner builds: --pruner's
 
 
 def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=True, metric names
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group=True is, and we rely on it
     if name == "tpe":
         # multivariate+group: per-stage params exist only for some N. 128 EI candidates (default 24)
         # lift the share of within-budget proposals after 50 from ~0.7 to ~0.86 (benchmarks/).
@@ -205,7 +205,9 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=sampler, pruner=pruner)  # fmt: skip
     if study.metric_names is None:
-        study.set_metric_names([METRIC])
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
     stored = {**study.user_attrs, "space": study_space(study)}
     if "budget" not in stored:
         # The space text is kept verbatim, for rebuilding trials, as a system attr: the dashboard would
