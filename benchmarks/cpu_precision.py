@@ -15,7 +15,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.arch import ArchSpec, build_model
+from nas.arch import ArchSpec
+from nas.model import build_model
 from nas.device import DTYPES
 
 

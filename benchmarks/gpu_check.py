@@ -280,7 +280,10 @@ def search(plan: Plan, tmp: Path, name: str, space: str, trials: int, budget: in
         optuna.create_study(study_name=name, storage=cfg.storage, direction="maximize").enqueue_trial(enqueue)
     progress = Progress(sys.stdout, live=False)
     t0 = time.perf_counter()
-    study = run_search(cfg, progress)
+    try:
+        study = run_search(cfg, progress)
+    finally:
+        progress.close()  # as nas search does: the display's thread stops
     return study, progress.summary(study), time.perf_counter() - t0
 
 

@@ -53,7 +53,9 @@ def memory_format(device: torch.device) -> torch.memory_format:
 def choose_precision(requested: str, device: torch.device) -> str:
     """The precision a run uses: `auto` is bf16 on GPUs with native bf16 (compute capability 8.0
     and later: A100, H100, L4, RTX 30xx+), fp16 with a gradient scaler on older ones (T4, V100,
-    P100), and fp32 on the CPU (bf16 autocast measured slower there, benchmarks/RESULTS.md).
+    P100), and fp32 on the CPU: bf16 autocast pays only on CPUs with native bf16 (1.5-2.2x on an
+    EPYC with AVX512-BF16) and is 14x slower on the others (benchmarks/RESULTS.md), and the CPU path
+    is the one tests and smoke runs take everywhere; pass bf16 explicitly on a CPU that has it.
     An explicit bf16 on a GPU without native bf16 is refused: it would run emulated, slowly."""
     if requested not in PRECISIONS:
         raise NasError(f"unknown precision {requested!r}; use {', '.join(PRECISIONS)}.")
