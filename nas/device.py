@@ -42,8 +42,9 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA (tensor-core convolutions want NHWC). Contiguous (NCHW) on the CPU:
-    torch 2.14.1's oneDNN backward crashes (SIGSEGV) on channels_last, and measured on this
-    project's CPUs NCHW is not slower (benchmarks/cpu_layout.py, benchmarks/RESULTS.md)."""
+    torch 2.14.1's oneDNN backward crashes (SIGSEGV) on channels_last within 50 steps, which decides
+    it whatever the speed; benchmarks/cpu_layout.py compares the layouts for when that is fixed (its
+    one run so far, on a heavily loaded VM, is inconclusive: benchmarks/RESULTS.md)."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
