@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -76,8 +75,9 @@ def main() -> None:
                 crashes[v] = r.returncode
             else:
                 rates[v].append(json.loads(r.stdout))
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    print(f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, ResNet-8 batch {a.batch}")
+    from nas.bench import cpu_model
+
+    print(f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, ResNet-8 batch {a.batch}")
     base = statistics.median(rates["nchw"]) if rates["nchw"] else None
     for v in VARIANTS:
         if v in crashes:

@@ -137,12 +137,10 @@ def main() -> None:
     text = f"{head}\n\n{table(rows)}"
     print(text)
     if a.record:
-        import platform
+        from nas.bench import cpu_model
 
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                   platform.processor())  # fmt: skip
         with open(a.record, "a") as f:
-            f.write(f"\n## {time.strftime('%Y-%m-%d')} · CPU ({cpu}) · `python benchmarks/proxy_fidelity.py "
+            f.write(f"\n## {time.strftime('%Y-%m-%d')} · CPU ({cpu_model()}) · `python benchmarks/proxy_fidelity.py "
                     f"{' '.join(sys.argv[1:])}`\n\n{text}")
 
 

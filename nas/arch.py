@@ -157,7 +157,7 @@ class ArchSpec:
         own = "".join(f", {name} {getattr(self, name)}" for name in info.fields)
         skip = f", skip k{self.skip_kernel}" if info.projection_skip else ""
         extra = "".join(
-            f", {name} {getattr(self, name)}" for name in ("se", "dropout", "drop_path") if getattr(self, name)
+            f", {name} {getattr(self, name):.3g}" for name in ("se", "dropout", "drop_path") if getattr(self, name)
         )
         return (
             f"{self.block} {'-'.join(map(str, self.blocks))} x {'-'.join(map(str, self.channels))}, "

@@ -36,7 +36,17 @@ ACCURACY_RUN = dict(optimizer="sgd-nesterov", lr=0.2, momentum=0.9, weight_decay
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """'AMD EPYC 9R14' and the like (Linux's /proc/cpuinfo), else what the platform says: every
+    figure names the CPU it was measured on, as machines of one name differ (AVX-512, AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def epoch_figures(history: list[dict[str, float]], run_seconds: float) -> tuple[float, float, float, float]:
