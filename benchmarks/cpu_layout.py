@@ -22,7 +22,8 @@ VARIANTS = {"nchw": ("contiguous", True), "nhwc": ("channels_last", True),
 def one(variant: str, steps: int, batch: int) -> float:
     import torch
 
-    from nas.arch import ArchSpec, build_model
+    from nas.arch import ArchSpec
+    from nas.model import build_model
 
     layout, onednn = VARIANTS[variant]
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
