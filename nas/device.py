@@ -10,7 +10,11 @@ Device strings are normalised here, at the edge: `cuda` becomes `cuda:<current>`
 from __future__ import annotations
 
 import gc
+import math
 import os
+import statistics
+import time
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -54,14 +58,13 @@ def memory_format(device: torch.device) -> torch.memory_format:
 def choose_precision(requested: str, device: torch.device) -> str:
     """The precision a run uses: `auto` is bf16 on GPUs with native bf16 (compute capability 8.0
     and later: A100, H100, L4, RTX 30xx+), fp16 with a gradient scaler on older ones (T4, V100,
-    P100), and fp32 on the CPU: bf16 autocast pays only on CPUs with native bf16 (1.5-2.2x on an
-    EPYC with AVX512-BF16) and is 14x slower on the others (benchmarks/RESULTS.md), and the CPU path
-    is the one tests and smoke runs take everywhere; pass bf16 explicitly on a CPU that has it.
+    P100); on the CPU bf16 where it is native (`cpu_bf16`: 1.5-2.2x fp32 on an EPYC with
+    AVX512-BF16), else fp32 (emulated bf16 is 14x slower; benchmarks/RESULTS.md).
     An explicit bf16 on a GPU without native bf16 is refused: it would run emulated, slowly."""
     if requested not in PRECISIONS:
         raise NasError(f"unknown precision {requested!r}; use {', '.join(PRECISIONS)}.")
     if device.type != "cuda":
-        return "fp32" if requested == "auto" else requested
+        return ("bf16" if cpu_bf16() else "fp32") if requested == "auto" else requested
     capability = tuple(torch.cuda.get_device_capability(device))
     native_bf16 = capability >= BF16_CAPABILITY
     if requested == "auto":
@@ -70,6 +73,13 @@ def choose_precision(requested: str, device: torch.device) -> str:
         raise NasError(f"{torch.cuda.get_device_name(device)} (compute capability {capability[0]}.{capability[1]}) "
                          f"has no native bf16; use --precision fp16 (what auto picks here) or fp32.")  # fmt: skip
     return requested
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (oneDNN with AVX512-BF16 or AMX). On this project's 2-core
+    AMD EPYC (avx512_bf16), bf16 autocast trains ResNet-8 with 1.8x the images per CPU-second of fp32,
+    at equal accuracy in the short runs measured (benchmarks/RESULTS.md, 2026-11-25)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def configure(device: torch.device, precision: str, deterministic: bool = False) -> None:
@@ -167,3 +177,67 @@ def threads_per_worker(workers: int) -> int:
     """Each of `workers` processes on this machine gets an equal share of the cores for its
     intra-op threads; torch's default (all cores in every process) oversubscribes them."""
     return max(1, cpu_cores() // max(1, workers))
+
+
+# -------------------------------------------------------------------------------------- CPU threads
+
+PROBE_STEPS = 3  # timed training steps per candidate thread count, after one untimed step
+GIVE_UP = 2.0  # a candidate whose step takes this many times the best median so far is dropped at once
+
+
+class CpuThreads:
+    """The intra-op thread count of a CPU run, chosen by timing its first training steps with one
+    thread, two, four, ... up to `most`, and keeping the fastest (median step time).
+
+    On a machine whose cores other jobs share, fewer threads can be many times faster: OpenMP's and
+    oneDNN's spin-waiting threads burn the time slices their partners need to reach the next
+    barrier (one thread was 4-9x faster than two on a loaded 2-core VM, benchmarks/RESULTS.md), so
+    a candidate that slow is dropped after one timed step. The probe's steps are real training
+    steps; only the choice depends on the load. The thread count changes float rounding, so two
+    runs are bit-identical only with the count pinned (`for_run(n)`, or OMP_NUM_THREADS set); a
+    resumed run pins the count its first part recorded.
+    """
+
+    def __init__(self, most: int, chosen: int | None = None, clock=time.perf_counter):
+        self.most, self.clock = most, clock
+        candidates = sorted({max(1, most >> k) for k in range(most.bit_length())})
+        self.queue = [] if chosen or len(candidates) == 1 else candidates  # still to try, the current one first
+        self.times: dict[int, list[float]] = {n: [] for n in candidates}
+        self.steps = 0  # of the current candidate
+        self.count = chosen or most
+
+    @classmethod
+    def for_run(cls, pinned: int | None = None) -> CpuThreads:
+        """Up to torch's current thread count; `pinned`, or OMP_NUM_THREADS in the environment (the
+        user chose), fixes the count instead of probing."""
+        most = torch.get_num_threads()
+        return cls(most, pinned or (most if os.environ.get("OMP_NUM_THREADS") else None))
+
+    def pace(self, batches: Iterable) -> Iterator:
+        """Yields what `batches` does, each item under the thread count its step runs with; while the
+        probe lasts, times the step the caller runs between two items (making a batch is not a step)."""
+        for item in batches:
+            n = self.queue[0] if self.queue else self.count
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+            t0 = self.clock()
+            yield item
+            if self.queue:
+                self._timed(n, self.clock() - t0)
+
+    def _timed(self, n: int, seconds: float) -> None:
+        self.steps += 1
+        if self.steps == 1:  # a candidate's first step warms it up
+            return
+        self.times[n].append(seconds)
+        medians = {k: statistics.median(t) for k, t in self.times.items() if t}
+        best = min(m for k, m in medians.items() if k != n) if len(medians) > 1 else math.inf
+        if len(self.times[n]) == PROBE_STEPS or seconds > GIVE_UP * best:
+            self.queue.pop(0)
+            self.steps = 0
+            if not self.queue:
+                self.count = min(medians, key=medians.get)
+
+    def restore(self) -> None:
+        """Give the process back the thread count it had before the run."""
+        torch.set_num_threads(self.most)

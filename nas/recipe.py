@@ -75,7 +75,7 @@ class Recipe:
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off. With mixup too, each batch picks one at random.
     label_smoothing: float = 0.0
-    precision: str = "auto"  # auto: bf16 on GPUs that have it natively, else fp16; fp32 on the CPU
+    precision: str = "auto"  # auto: bf16 on GPUs that have it natively, else fp16; on the CPU bf16 where native, else fp32
     seed: int = 0
 
     def __post_init__(self) -> None:

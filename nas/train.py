@@ -3,10 +3,11 @@
 The data already lives on the device (`Split.to`); each epoch is augmented in bulk there
 (`nas.augment`); the precision, memory layout and backend settings come from `nas.device` (bf16
 autocast where the GPU has it natively, fp16 with a gradient scaler where it does not, channels_last,
-cuDNN autotuning); fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged
-metrics. The learning rate is a pure function of the step, so a run resumed from a checkpoint
-follows exactly the schedule of an uninterrupted one; its results are bit-identical on the CPU, and
-on a GPU with `deterministic=True`.
+cuDNN autotuning; on the CPU bf16 where native and the thread count a probe of the first steps picks);
+fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged metrics. The learning
+rate is a pure function of the step, so a run resumed from a checkpoint follows exactly the schedule
+of an uninterrupted one; its results are bit-identical on the CPU (it keeps the thread count it
+recorded), and on a GPU with `deterministic=True`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 from nas.arch import ArchSpec
 from nas.augment import TrainBatches, prepare
 from nas.data import Split
-from nas.device import DTYPES, choose_precision, configure, is_out_of_memory, memory_format, resolve_device
+from nas.device import DTYPES, CpuThreads, choose_precision, configure, is_out_of_memory, memory_format, resolve_device
 from nas.errors import NasError
 from nas.model import build_model
 from nas.recipe import OPTIMIZERS, Recipe
@@ -108,6 +109,7 @@ def fit(
     compile: bool = False,
     deterministic: bool = False,
     tta: bool = False,
+    threads: int | None = None,
 ) -> FitResult:
     """Train for `recipe.epochs` epochs on `data.train_*`, scoring on `data.val_*` after each.
 
@@ -115,8 +117,11 @@ def fit(
     run and propagates (that is how a pruner stops a trial). With `checkpoint`, the full state is
     written atomically every `checkpoint_every` epochs and at the end; `resume=True` continues from
     it when it exists. `compile=True` wraps the model in `torch.compile`: worth it for long runs.
-    `deterministic=True` makes a GPU run bit-reproducible (and so a resumed one exact), at a cost.
+    `deterministic=True` makes a GPU run bit-reproducible (and so a resumed one exact), at a cost;
+    on the CPU it keeps torch's thread count instead of probing.
     Running out of device memory, however the GPU libraries report it, ends the run with status oom.
+    On the CPU, `threads` pins the intra-op thread count; None lets the first steps choose it
+    (`nas.device.CpuThreads`; each history row records the count).
     """
     start = time.perf_counter()
     device = resolve_device(device)
@@ -136,6 +141,7 @@ def fit(
         torch.cuda.set_device(device)  # current stream and new allocations on this GPU, not on GPU 0
     configure(device, precision, deterministic)
     history: list[dict[str, float]] = []
+    cpu_threads = None
     ckpt = Path(checkpoint) if checkpoint else None
     try:
         torch.manual_seed(recipe.seed)
@@ -147,6 +153,9 @@ def fit(
         val_x = prepare(data.val_x, data.mean, data.std, dtype, layout)
         if ckpt and resume and ckpt.exists():
             history = _restore(ckpt, spec, recipe, precision, model, optimizer, scaler, batches, device)
+        if not cuda:  # a resumed run keeps the count its first part chose; a deterministic one, torch's
+            cpu_threads = CpuThreads.for_run(threads or (history[-1].get("threads") if history else None)
+                                             or (torch.get_num_threads() if deterministic else None))  # fmt: skip
         step_model = torch.compile(model) if compile else model
         autocast = _autocast(precision, device)
         params = list(model.parameters())
@@ -156,7 +165,7 @@ def fit(
             clock = _Clock(cuda)
             model.train()
             sums = torch.zeros(2, device=device)  # loss sum, correct: summed on the device, read once
-            for i, (x, t) in enumerate(batches):
+            for i, (x, t) in enumerate(cpu_threads.pace(batches) if cpu_threads else batches):
                 lr = recipe.lr * lr_factor(recipe, epoch - 1 + (i + 0.5) / steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -185,6 +194,7 @@ def fit(
                 "lr": lr,
                 "seconds": time.perf_counter() - t0,  # wall time of the epoch, evaluation included
                 "train_seconds": clock.seconds(),  # the training steps alone
+                "threads": torch.get_num_threads(),  # CPU intra-op threads at the epoch's end
             }
             history.append(row)
             if not math.isfinite(row["train_loss"]):
@@ -199,6 +209,9 @@ def fit(
             raise
         # Returning drops the model and batches; the caller gives the cache back (nas.device.release_memory).
         return FitResult("oom", history, None, time.perf_counter() - start, str(e).splitlines()[0], precision)
+    finally:
+        if cpu_threads:
+            cpu_threads.restore()
     model.eval()
     return FitResult("complete", history, model, time.perf_counter() - start, precision=precision)
 

@@ -12,6 +12,7 @@ from nas.device import (
     check_fits,
     choose_precision,
     configure,
+    cpu_bf16,
     is_out_of_memory,
     memory_format,
     release_memory,
@@ -138,9 +139,12 @@ def test_auto_precision_follows_the_gpus_compute_capability(gpu, capability, aut
         assert choose_precision("bf16", device) == "bf16"
 
 
-def test_the_cpu_runs_fp32_unless_asked_otherwise():
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_runs_bf16_where_native_else_fp32_unless_asked_otherwise(monkeypatch, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     cpu = torch.device("cpu")
-    assert choose_precision("auto", cpu) == "fp32"
+    assert cpu_bf16() is native
+    assert choose_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert [choose_precision(p, cpu) for p in ("bf16", "fp16", "fp32")] == ["bf16", "fp16", "fp32"]
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         choose_precision("fp8", cpu)
@@ -243,3 +247,94 @@ def test_search_workers_use_expandable_segments_unless_the_user_configured_the_a
 def test_workers_share_the_cores(monkeypatch, cores, workers, threads):
     monkeypatch.setattr("nas.device.cpu_cores", lambda: cores)
     assert threads_per_worker(workers) == threads
+# ------------------------------------------------------------------------------------- CPU threads
+
+
+class FakeClock:
+    """Steps cost what `cost` says for the current thread count; the clock advances only in steps."""
+
+    def __init__(self, cost):
+        self.now, self.cost = 0.0, cost
+
+    def __call__(self):
+        return self.now
+
+    def step(self):
+        self.now += self.cost[torch.get_num_threads()]
+
+
+def run_steps(threads, clock, n):
+    seen = []
+    for _ in threads.pace(range(n)):
+        seen.append(torch.get_num_threads())
+        clock.step()
+    return seen
+
+
+def test_the_probe_tries_one_two_four_threads_and_keeps_the_fastest():
+    from nas.device import PROBE_STEPS, CpuThreads
+
+    per = PROBE_STEPS + 1
+    clock = FakeClock({1: 2.0, 2: 1.0, 4: 3.0})  # two threads fastest: a loaded 4-core machine
+    threads = CpuThreads(4, clock=clock)
+    seen = run_steps(threads, clock, per + 2)  # the probe spans epochs: it goes on in the next one
+    seen += run_steps(threads, clock, per + 5)
+    # four threads take over twice the best median: dropped after their first timed step
+    assert seen == [1] * per + [2] * per + [4] * 2 + [2] * 5
+    assert threads.count == 2
+    threads.restore()
+    assert torch.get_num_threads() == 4
+
+
+def test_a_pinned_count_is_never_probed(monkeypatch):
+    from nas.device import CpuThreads
+
+    clock = FakeClock({2: 1.0, 1: 0.5})
+    assert run_steps(CpuThreads(2, chosen=2, clock=clock), clock, 12) == [2] * 12
+    assert run_steps(CpuThreads(1, clock=clock), clock, 3) == [1] * 3  # one candidate: nothing to choose
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user chose
+    assert CpuThreads.for_run().queue == []
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert CpuThreads.for_run().queue == [1, 2] and CpuThreads.for_run(pinned=1).count == 1
+
+
+def test_fit_records_the_probed_count_keeps_it_on_resume_and_gives_the_process_its_threads_back(monkeypatch, tmp_path):
+    from nas import device
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    clock, seen = FakeClock({2: 1.0, 1: 0.25}), []  # one thread faster, as on a loaded machine
+    init, pace = device.CpuThreads.__init__, device.CpuThreads.pace
+
+    def fake_init(self, most, chosen=None, clock_=None):
+        init(self, most, chosen, clock=clock)
+
+    def watched_pace(self, batches):  # each training step advances the fake clock by its cost
+        for item in pace(self, batches):
+            seen.append(torch.get_num_threads())
+            yield item
+            clock.step()
+
+    monkeypatch.setattr(device.CpuThreads, "__init__", fake_init)
+    monkeypatch.setattr(device.CpuThreads, "pace", watched_pace)
+    split = validation_split(synthetic(200), val_size=20)
+    recipe = Recipe(epochs=3, batch_size=20)  # 9 steps an epoch: the probe (8 steps) ends in epoch 1
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_1(epoch, _):
+        if epoch == 1:
+            raise Killed
+
+    torch.set_num_threads(2)
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(Killed):
+        fit(SPEC, recipe, split, device="cpu", checkpoint=ckpt, checkpoint_every=1, on_epoch=kill_after_1)
+    assert seen == [1] * 4 + [2] * 2 + [1] * 3  # two threads (4x slower) dropped after one timed step
+    assert torch.get_num_threads() == 2  # given back, even when the run ends by an exception
+    seen.clear()
+    resumed = fit(SPEC, recipe, split, device="cpu", checkpoint=ckpt, checkpoint_every=1, resume=True)
+    assert seen == [1] * 18  # no second probe: the count the first part recorded
+    assert [r["threads"] for r in resumed.history] == [1, 1, 1]
+    assert torch.get_num_threads() == 2

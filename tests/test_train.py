@@ -41,7 +41,7 @@ def test_a_small_net_learns_synthetic_data(split):
     assert result.final["val_acc"] > 0.35  # chance is 0.1; seeds 0-3 give 0.52-0.72
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert set(result.final) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
-                                 "train_seconds"}
+                                 "train_seconds", "threads"}
 
 
 def test_on_epoch_sees_every_epoch_and_can_stop_the_run(split):
@@ -171,7 +171,7 @@ def test_fp16_trains_with_a_loss_scaler_whose_state_is_checkpointed_and_resumed_
 def test_resuming_in_another_precision_says_so(split, tmp_path, caplog):
     ckpt = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        fit(SPEC, Recipe(epochs=2, batch_size=100), split, checkpoint=ckpt, checkpoint_every=1,
+        fit(SPEC, Recipe(epochs=2, batch_size=100, precision="fp32"), split, checkpoint=ckpt, checkpoint_every=1,
             on_epoch=lambda e, m: (_ for _ in ()).throw(KeyboardInterrupt))  # fmt: skip
     resumed = fit(SPEC, Recipe(epochs=2, batch_size=100, precision="bf16"), split, checkpoint=ckpt, resume=True)
     assert resumed.status == "complete" and len(resumed.history) == 2 and resumed.precision == "bf16"
