@@ -103,6 +103,7 @@ def test_chunked_epochs_use_each_image_at_most_once(monkeypatch):
     import nas.augment
 
     monkeypatch.setattr(nas.augment, "CHUNK_BYTES", 40 * 4 * 3 * 4 * 4)  # 40 float images: one 32-image batch
+    monkeypatch.setattr(nas.augment, "CPU_CHUNK_BYTES", 40 * 4 * 3 * 4 * 4)  # the same on the CPU
     x = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 3, 4, 4).contiguous()
     y = torch.arange(100)
     batches = TrainBatches(x, y, Recipe(batch_size=32, crop_padding=0, flip=False), (0.0,) * 3, (1 / 255,) * 3,
