@@ -4,8 +4,8 @@ CIFAR-10 JPEG copy (issue 12, item 5).
 The standard loop: torchvision `ImageFolder` + `transforms` (RandomCrop(32, padding=4, reflect),
 RandomHorizontalFlip, ToTensor, Normalize) + `DataLoader` with worker processes, torch's default
 threads, fp32. `fit`: the uint8 cache, batched augmentation, the engine's choices. Same model, same
-recipe (Nesterov SGD lr 0.1, momentum 0.9, weight decay 5e-4, per-step cosine, batch 128, crop 4 +
-flip), same epochs, the test set scored after every epoch by both. Each run is its own process
+recipe (the `mlperf-tiny-resnet8` preset's: Nesterov SGD lr 0.1, momentum 0.9, weight decay 5e-4,
+per-step cosine, batch 128, crop 4 + flip), same epochs, the test set scored after every epoch by both. Each run is its own process
 (peak RSS is per process: VmHWM; CPU time counts the DataLoader workers too), the variants interleaved round by round so machine load (these 2
 cores are shared) hits them alike; ratios are of medians over the rounds of one invocation.
 
@@ -27,9 +27,7 @@ import subprocess
 import sys
 import time
 
-SPEC = dict(blocks=[1, 1, 1], channels=[16, 32, 64], stem_channels=16, skip_kernel=1)  # mlperf-tiny-resnet8
-RECIPE = dict(optimizer="sgd-nesterov", lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine", batch_size=128,
-              crop_padding=4, pad_mode="reflect", flip=True)  # fmt: skip
+PRESET = "mlperf-tiny-resnet8"  # its arch and recipe, for both loops
 WORKERS = 2  # DataLoader worker processes: one per core
 
 # name: (what it is, settings)
@@ -49,6 +47,20 @@ def peak_rss_mb(pid: int | str = "self") -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
+def preset():
+    """The preset's spec and recipe; refuses a recipe the hand-written standard loop does not follow."""
+    from nas.space import load_preset
+
+    _, spec, recipe = load_preset(PRESET)
+    standard = dict(optimizer="sgd-nesterov", schedule="cosine", crop_padding=4, pad_mode="reflect", flip=True,
+                    rotation=0.0, cutout=0, mixup=0.0, cutmix=0.0, label_smoothing=0.0, grad_clip=0.0,
+                    decay_norm_bias=True)  # fmt: skip
+    differ = {k: getattr(recipe, k) for k, v in standard.items() if getattr(recipe, k) != v}
+    if differ:
+        raise SystemExit(f"{PRESET}'s recipe has {differ}; the standard loop here does not: update run_standard.")
+    return spec, recipe
+
+
 def every_kth(n: int, size: int) -> list[int]:
     k = max(1, n // size)
     return list(range(0, n, k))[:size]
@@ -57,9 +69,9 @@ def every_kth(n: int, size: int) -> list[int]:
 def run_fit(a, settings: dict) -> dict:
     import torch
 
-    from nas.arch import ArchSpec
+    from dataclasses import replace
+
     from nas.data import load_dataset, test_split
-    from nas.recipe import Recipe
     from nas.train import fit
 
     ds = load_dataset(f"imagefolder:{a.data}")
@@ -67,14 +79,15 @@ def run_fit(a, settings: dict) -> dict:
     tr, te = every_kth(len(split.train_y), a.train_size), every_kth(len(split.val_y), a.test_size)
     split.train_x, split.train_y = split.train_x[tr], split.train_y[tr]
     split.val_x, split.val_y = split.val_x[te], split.val_y[te]
-    recipe = Recipe(**RECIPE, epochs=a.epochs, seed=a.seed, precision=settings.get("precision", "auto"))
+    spec, recipe = preset()
+    recipe = replace(recipe, epochs=a.epochs, seed=a.seed, precision=settings.get("precision", "auto"))
     threads = settings.get("threads")
-    run = fit(ArchSpec(**SPEC, **ds.shape), recipe, split, device="cpu",
+    run = fit(spec, recipe, split, device="cpu",
               threads=threads or (torch.get_num_threads() if threads == 0 else None))  # fmt: skip
     h = run.history
     return {"epoch_s": [r["seconds"] for r in h], "train_s": [r["train_seconds"] for r in h],
             "test_acc": [r["val_acc"] for r in h], "threads": h[-1]["threads"],
-            "images": len(tr) // 128 * 128, "setup_s": run.seconds - sum(r["seconds"] for r in h)}  # fmt: skip
+            "images": len(tr) // recipe.batch_size * recipe.batch_size, "setup_s": run.seconds - sum(r["seconds"] for r in h)}  # fmt: skip
 
 
 def run_standard(a, settings: dict) -> dict:
@@ -85,13 +98,14 @@ def run_standard(a, settings: dict) -> dict:
     from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    from nas.arch import ArchSpec, build_model
+    from nas.model import build_model
 
+    spec, r = preset()
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     t_start = time.perf_counter()
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4, padding_mode="reflect"),
+    train_tf = transforms.Compose([transforms.RandomCrop(spec.image_size, padding=r.crop_padding, padding_mode="reflect"),
                                    transforms.RandomHorizontalFlip(), transforms.ToTensor(), transforms.Normalize(mean, std)])  # fmt: skip
     test_tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     train = datasets.ImageFolder(f"{a.data}/train", train_tf)
@@ -99,14 +113,14 @@ def run_standard(a, settings: dict) -> dict:
     train = Subset(train, every_kth(len(train), a.train_size))
     test = Subset(test, every_kth(len(test), a.test_size))
     torch.manual_seed(a.seed)
-    loader = DataLoader(train, batch_size=128, shuffle=True, drop_last=True, num_workers=WORKERS, persistent_workers=True)
+    loader = DataLoader(train, batch_size=r.batch_size, shuffle=True, drop_last=True, num_workers=WORKERS, persistent_workers=True)
     test_loader = DataLoader(test, batch_size=1024, num_workers=WORKERS, persistent_workers=True)
-    model = build_model(ArchSpec(**SPEC))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model = build_model(spec)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, nesterov=True, weight_decay=r.weight_decay)
     total = a.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * (s + 0.5) / total)))
     out = {"epoch_s": [], "train_s": [], "test_acc": [], "threads": torch.get_num_threads(),
-           "images": len(loader) * 128, "setup_s": time.perf_counter() - t_start}  # fmt: skip
+           "images": len(loader) * r.batch_size, "setup_s": time.perf_counter() - t_start}  # fmt: skip
     for _ in range(a.epochs):
         t0 = time.perf_counter()
         model.train()
