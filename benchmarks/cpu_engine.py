@@ -77,8 +77,10 @@ def run_fit(a, settings: dict) -> dict:
     ds = load_dataset(f"imagefolder:{a.data}")
     split = test_split(ds)
     tr, te = every_kth(len(split.train_y), a.train_size), every_kth(len(split.val_y), a.test_size)
-    split.train_x, split.train_y = split.train_x[tr], split.train_y[tr]
-    split.val_x, split.val_y = split.val_x[te], split.val_y[te]
+    if len(tr) < len(split.train_y):  # a subset is a copy; the whole set is not copied
+        split.train_x, split.train_y = split.train_x[tr], split.train_y[tr]
+    if len(te) < len(split.val_y):
+        split.val_x, split.val_y = split.val_x[te], split.val_y[te]
     spec, recipe = preset()
     recipe = replace(recipe, epochs=a.epochs, seed=a.seed, precision=settings.get("precision", "auto"))
     threads = settings.get("threads")
