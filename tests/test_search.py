@@ -255,8 +255,11 @@ def test_claim_waits_for_a_deciding_lower_trial():
 
 
 def spawn(here, *args):
+    # SIGINT back to its default: a shell's background job (`pytest &`, nohup) starts with it
+    # ignored, the child inherits that and would not see the test's Ctrl-C at all.
     return subprocess.Popen([sys.executable, "-m", "nas", "search", *args], cwd=here,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
 # One fixed net whose trials last ~3 s on two cores: long enough to signal mid-training.
