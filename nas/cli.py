@@ -350,7 +350,8 @@ def _add_search(sub: Any) -> None:
     add_precision_flag(p)
     p.add_argument("--compile", action="store_true", default=D.compile, help="torch.compile each trial's model "
                    "(compile time counts in the trial's time; rarely pays for short proxies)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=D.seed, help="sampler seed")
+    p.add_argument("--seed", type=int, default=D.seed,
+                   help="sampler seed (a resumed run and each worker draw their own reproducible stream from it)")
     p.add_argument("--timeout", type=parse_duration, default=D.timeout, help="start no trial after this long: 2h, 30m, 90s")
     p.add_argument("--record", metavar="PATH", type=output_file, help="append the run's summary to this Markdown file")
     p.set_defaults(run=run_search)

@@ -329,17 +329,28 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
     return space, split, identity
 
 
-def _open_study(cfg: SearchConfig, space: Space, identity: dict[str, Any]) -> optuna.Study:
+def _open_study(cfg: SearchConfig, space: Space, identity: dict[str, Any], worker: int = 0) -> optuna.Study:
     name = cfg.study or default_study_name(space, cfg.dataset, cfg.budget, cfg.max_macs)
-    return open_search_study(name, storage_url(cfg.storage, name), make_sampler(cfg.sampler, cfg.seed),
-                             make_pruner(cfg.pruner, cfg.proxy_epochs), identity, space.path)  # fmt: skip
+    study = open_search_study(name, storage_url(cfg.storage, name), make_sampler(cfg.sampler, None),
+                              make_pruner(cfg.pruner, cfg.proxy_epochs), identity, space.path)  # fmt: skip
+    if cfg.seed is not None:
+        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg.seed, len(study.get_trials(deepcopy=False)), worker))
+    return study
+
+
+def sampler_seed(seed: int, trials_so_far: int, worker: int) -> int:
+    """The sampler's seed for one worker of one run: --seed alone would make a resumed run replay
+    the first run's proposals, and every worker propose the same ones. Still reproducible."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, trials_so_far, worker]).generate_state(1)[0])
 
 
 def run_worker(cfg: SearchConfig, device: str, on_trial_end: Callable[[], None] | None = None,
-               prepared: tuple | None = None) -> None:  # fmt: skip
+               prepared: tuple | None = None, worker: int = 0) -> None:  # fmt: skip
     terminate_as_interrupt()
     space, split, identity = prepared or prepare(cfg)
-    study = _open_study(cfg, space, identity)
+    study = _open_study(cfg, space, identity, worker)
     data = split.to(device, check_memory=False)  # run_search checked every GPU for all its jobs
     Worker(cfg, space, study, data, device, on_trial_end).run()
 
@@ -356,7 +367,7 @@ def check_devices(cfg: SearchConfig, split: Any) -> None:
             choose_precision(cfg.precision, device)
 
 
-def _worker_process(cfg: SearchConfig, device: str) -> None:
+def _worker_process(cfg: SearchConfig, device: str, worker: int) -> None:
     """Entry point of a spawned worker process: one line and status 2 on a user error."""
     import torch
 
@@ -364,7 +375,7 @@ def _worker_process(cfg: SearchConfig, device: str) -> None:
 
     torch.set_num_threads(threads_per_worker(len(cfg.devices)))  # the machine's cores, shared among the workers
     try:
-        run_worker(cfg, device)
+        run_worker(cfg, device, worker=worker)
     except KeyboardInterrupt:
         pass
     except NasError as e:
@@ -395,7 +406,7 @@ def _run_processes(cfg: SearchConfig, study: optuna.Study, progress: Any) -> Non
 
     study_cfg = replace(cfg, study=study.study_name)
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
-    procs = [ctx.Process(target=_worker_process, args=(study_cfg, d), daemon=False) for d in cfg.devices]
+    procs = [ctx.Process(target=_worker_process, args=(study_cfg, d, i), daemon=False) for i, d in enumerate(cfg.devices)]
     for p in procs:
         p.start()
     try:

@@ -68,6 +68,21 @@ def test_rerunning_resumes_and_adds_trials(here, capsys):
     assert code == 0 and sum(counts(t) for t in study_of().trials) == 4
 
 
+def test_a_resumed_seeded_run_does_not_replay_the_first_runs_proposals(here, capsys):
+    search(capsys, "--trials", "2", "--sampler", "random")
+    first = [t.params for t in study_of().trials]
+    search(capsys, "--trials", "4", "--sampler", "random")
+    again = [t.params for t in study_of().trials[len(first):]]
+    assert len(again) == 2 and not any(p in first for p in again)  # lr is continuous: a replay repeats it exactly
+
+
+def test_sampler_seeds_differ_by_run_and_worker_and_are_reproducible():
+    from nas.search import sampler_seed
+
+    seeds = {sampler_seed(0, n, w) for n in (0, 5) for w in (0, 1)} | {sampler_seed(1, 0, 0)}
+    assert len(seeds) == 5 and sampler_seed(0, 5, 1) == sampler_seed(0, 5, 1)
+
+
 def test_over_budget_proposals_never_reach_build_model(here, capsys, monkeypatch):
     built = []
     real = nas.train.build_model
