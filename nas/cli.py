@@ -557,6 +557,8 @@ def run_report(args: argparse.Namespace) -> int:
         f = r["fidelity"]
         print(f"proxy fidelity over {f['trials']} retrained trials: Kendall tau {f['kendall_tau']:.3f}, "
               f"Spearman {f['spearman']:.3f}")  # fmt: skip
+        if f["warning"]:
+            print(f"warning: {f['warning']}", file=sys.stderr)
     for what, why in r["skipped"].items():
         print(f"no {what}: {why}")
     print(f"wrote leaderboard.csv, leaderboard.md and {', '.join(r['figures'])} to {r['dir']}")

@@ -1,7 +1,8 @@
 """`nas report`: a study as a leaderboard (pandas: printed, CSV, Markdown), plotly figures, the
 proxy's fidelity (rank correlation of proxy score and retrain accuracy), and what optuna-dashboard
 shows of it: the study note, a note on each retrained trial linking its files, and two figures on
-the study page (the budget check of every proposal, accuracy against parameters)."""
+the study page (the budget check of every proposal, accuracy against parameters; the same two for
+MACs under a MAC limit)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def leaderboard(study: optuna.Study):
     then complete trials by proxy score, then pruned ones (scored after fewer epochs), then failed."""
     import pandas as pd
 
-    done, budget = retrains(study), study.user_attrs.get("budget")
+    done = retrains(study)
     proxy_epochs = study.user_attrs.get("proxy_epochs")
     rows = []
     for t in trained(study.get_trials(deepcopy=False)):
@@ -45,7 +46,7 @@ def leaderboard(study: optuna.Study):
                      "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t)})  # fmt: skip
     for name, r in done.items():
         if name.startswith("preset-"):
-            over = budget is not None and r["params"] > budget
+            over = any(r[measure] > limit for measure, limit in limits(study).items())  # either limit
             rows.append({"name": name, "trial": None, "state": "over budget" if over else "preset",
                          "proxy_val_acc": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
                          **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
@@ -80,8 +81,12 @@ def fidelity(df) -> dict[str, Any] | None:
     if len(both) < MIN_FIDELITY_TRIALS:
         return None
     pair = both[["proxy_val_acc", "retrain_test_acc"]].astype(float)
+    lengths = sorted(int(n) for n in both["retrain_epochs"].dropna().unique())
+    warning = (f"the retrains differ in length ({', '.join(map(str, lengths))} epochs): longer ones score higher "
+               f"whatever their proxy said; retrain them alike (nas retrain --epochs N --replace)"
+               if len(lengths) > 1 else None)  # fmt: skip
     return {"trials": len(both), "kendall_tau": float(pair.corr(method="kendall").iloc[0, 1]),
-            "spearman": float(pair.corr(method="spearman").iloc[0, 1])}  # fmt: skip
+            "spearman": float(pair.corr(method="spearman").iloc[0, 1]), "retrain_epochs": lengths, "warning": warning}  # fmt: skip
 
 
 def markdown_table(df) -> str:
@@ -140,41 +145,51 @@ def legend(shown: list[str]) -> str:
 # -------------------------------------------------------------------------------------------- figures
 
 
-def accuracy_vs_params(study: optuna.Study, df):
-    """Proxy accuracy against parameters (log axis: a preset far over the budget would squash the
-    rest), the budget line, the Pareto front of complete trials (most accurate for its size),
-    pruned trials apart (scored after fewer epochs), and the retrain accuracies."""
+# What each measure is called on an axis, the study attr holding its limit, and that limit's name.
+MEASURES = {"params": ("parameters", "budget", "budget"), "macs": ("MACs per image", "max_macs", "MAC limit")}
+
+
+def limits(study: optuna.Study) -> dict[str, int]:
+    """The limits a study was searched under: {"params": budget, "macs": max_macs} where set."""
+    return {m: study.user_attrs[attr] for m, (_, attr, _) in MEASURES.items() if study.user_attrs.get(attr)}
+
+
+def accuracy_vs(study: optuna.Study, df, measure: str = "params"):
+    """Proxy accuracy against parameters or MACs (log axis: a preset far over the limit would
+    squash the rest), the limit line, the Pareto front of complete trials (most accurate for its
+    size or cost), pruned trials apart (scored after fewer epochs), and the retrain accuracies."""
     import plotly.graph_objects as go
 
-    budget = study.user_attrs.get("budget")
-    scored = df.dropna(subset=["proxy_val_acc"]).sort_values("params")
+    axis, _, limit_name = MEASURES[measure]
+    limit = limits(study).get(measure)
+    scored = df.dropna(subset=["proxy_val_acc"]).sort_values(measure)
     complete, pruned = scored[scored["state"] == "complete"], scored[scored["state"] != "complete"]
-    hover = "%{text}<br>%{x:,} params<br>%{y:.4f}"
+    hover = "%{text}<br>%{x:,} " + axis + "<br>%{y:.4f}"
     fig = go.Figure()
-    fig.add_scatter(x=complete["params"], y=complete["proxy_val_acc"], mode="markers", name=f"{METRIC} (complete)",
+    fig.add_scatter(x=complete[measure], y=complete["proxy_val_acc"], mode="markers", name=f"{METRIC} (complete)",
                     text=complete["name"] + ": " + complete["arch"], hovertemplate=hover)  # fmt: skip
     if len(pruned):
-        fig.add_scatter(x=pruned["params"], y=pruned["proxy_val_acc"], mode="markers", marker_color="#aaaaaa",
+        fig.add_scatter(x=pruned[measure], y=pruned["proxy_val_acc"], mode="markers", marker_color="#aaaaaa",
                         name="pruned (score when stopped)",
                         text=pruned["name"] + " after epoch " + pruned["proxy_epochs"].astype(str) + ": " + pruned["arch"],
                         hovertemplate=hover)  # fmt: skip
     front, best = [], -1.0
-    for row in complete.itertuples():
-        if row.proxy_val_acc > best:
-            front.append(row)
-            best = row.proxy_val_acc
-    fig.add_scatter(x=[r.params for r in front], y=[r.proxy_val_acc for r in front], mode="lines+markers",
-                    line_shape="hv", name="Pareto front")  # fmt: skip
+    for x, y in zip(complete[measure], complete["proxy_val_acc"]):
+        if y > best:
+            front.append((x, y))
+            best = y
+    fig.add_scatter(x=[x for x, _ in front], y=[y for _, y in front], mode="lines+markers", line_shape="hv",
+                    name="Pareto front")  # fmt: skip
     retrained = df.dropna(subset=["retrain_test_acc"])
     if len(retrained):
         names = [n + (" (over budget)" if s == "over budget" else "") for n, s in zip(retrained["name"], retrained["state"])]
-        fig.add_scatter(x=retrained["params"], y=retrained["retrain_test_acc"], mode="markers", name="retrain (test)",
+        fig.add_scatter(x=retrained[measure], y=retrained["retrain_test_acc"], mode="markers", name="retrain (test)",
                         marker_symbol="star", marker_size=12, text=names, hovertemplate=hover)  # fmt: skip
-    if budget:
+    if limit:
         ys = [*df["proxy_val_acc"].dropna(), *df["retrain_test_acc"].dropna()] or [0.0, 1.0]
-        fig.add_scatter(x=[budget, budget], y=[min(ys), max(ys)], mode="lines", line={"dash": "dash", "color": "black"},
-                        name=f"budget {budget:,}", hoverinfo="skip")  # fmt: skip
-    fig.update_layout(title=f"{study.study_name}: accuracy vs parameters", xaxis_title="parameters (log scale)",
+        fig.add_scatter(x=[limit, limit], y=[min(ys), max(ys)], mode="lines", line={"dash": "dash", "color": "black"},
+                        name=f"{limit_name} {limit:,}", hoverinfo="skip")  # fmt: skip
+    fig.update_layout(title=f"{study.study_name}: accuracy vs {axis}", xaxis_title=f"{axis} (log scale)",
                       yaxis_title="accuracy", xaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
     return fig
 
@@ -189,16 +204,17 @@ KINDS = {"over_budget": "rejected: over budget", "over_macs": "rejected: over th
          "underfilled": f"rejected: under {FILL_MIN:.0%} of the budget"}  # a rejection's legend entry
 
 
-def budget_check(study: optuna.Study):
-    """Every proposal's parameter count by trial number against the budget, by what became of it:
-    the picture that tells a rejected proposal from a pruned training (the dashboard lists both
-    as Pruned)."""
+def budget_check(study: optuna.Study, measure: str = "params"):
+    """Every proposal's parameter count (or MACs) by trial number against the limit, by what became
+    of it: the picture that tells a rejected proposal from a pruned training (the dashboard lists
+    both as Pruned)."""
     import plotly.graph_objects as go
 
-    budget, fill = study.user_attrs.get("budget"), study.user_attrs.get("fill_budget")
+    axis, _, limit_name = MEASURES[measure]
+    limit, fill = limits(study).get(measure), study.user_attrs.get("fill_budget") and measure == "params"
     groups: dict[str, list[FrozenTrial]] = {}
     for t in study.get_trials(deepcopy=False):
-        if "params" not in t.user_attrs:
+        if measure not in t.user_attrs:
             continue  # invalid, or not yet counted
         reason = t.user_attrs.get("reason")
         kind = (KINDS.get(reason) or ("trained" if t.state == TrialState.COMPLETE else "pruned" if reason == "pruned"
@@ -209,19 +225,20 @@ def budget_check(study: optuna.Study):
     fig = go.Figure()
     numbers = [t.number for ts in groups.values() for t in ts] or [0]
     span = [min(numbers) - 0.5, max(numbers) + 0.5]
-    if budget:
-        _line(fig, span, budget, f"budget {budget:,}", "dash")
+    if limit:
+        _line(fig, span, limit, f"{limit_name} {limit:,}", "dash")
         if fill:
-            _line(fig, span, FILL_MIN * budget, f"{FILL_MIN:.0%} of it", "dot")
+            _line(fig, span, FILL_MIN * limit, f"{FILL_MIN:.0%} of it", "dot")
     for kind, color in colors.items():
         ts = groups.get(kind, [])
         if ts:
-            fig.add_scatter(x=[t.number for t in ts], y=[t.user_attrs["params"] for t in ts], mode="markers",
+            fig.add_scatter(x=[t.number for t in ts], y=[t.user_attrs[measure] for t in ts], mode="markers",
                             name=f"{kind} ({len(ts)})", marker_color=color,
-                            text=[f"#{t.number}: {t.user_attrs['params']:,} params" for t in ts],
+                            text=[f"#{t.number}: {t.user_attrs[measure]:,} {axis}" for t in ts],
                             hovertemplate="%{text}<extra></extra>")  # fmt: skip
-    fig.update_layout(title="Budget check: every proposal's parameters", xaxis_title="trial",
-                      yaxis_title="parameters (log scale)", yaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
+    what = "Budget check: every proposal's parameters" if measure == "params" else "MAC check: every proposal's MACs"
+    fig.update_layout(title=what, xaxis_title="trial", yaxis_title=f"{axis} (log scale)",
+                      yaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
     return fig
 
 
@@ -298,8 +315,13 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
     if fid:
         md += f"\nProxy fidelity over {fid['trials']} retrained trials: Kendall tau {fid['kendall_tau']:.3f}, " \
               f"Spearman {fid['spearman']:.3f}.\n"  # fmt: skip
+        if fid["warning"]:
+            md += f"\n**Warning:** {fid['warning']}.\n"
     (out / "leaderboard.md").write_text(md)
-    figures = {"accuracy_vs_params.html": accuracy_vs_params(study, df), "budget_check.html": budget_check(study)}
+    figures = {"accuracy_vs_params.html": accuracy_vs(study, df, "params"),
+               "accuracy_vs_macs.html": accuracy_vs(study, df, "macs"), "budget_check.html": budget_check(study)}
+    if "macs" in limits(study):
+        figures["macs_check.html"] = budget_check(study, "macs")
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         figures["history.html"] = plot_optimization_history(study, target_name=METRIC)
         figures["intermediate.html"] = plot_intermediate_values(study)
@@ -390,7 +412,11 @@ def write_note(study: optuna.Study) -> bool:
             trial = optuna.Trial(study, StoredTrial.of(study, trials[int(name.split("-", 1)[1])]).trial_id)  # notes live on the study
             save_note(trial, trial_note(study, r))
     # A fixed id: each save replaces the figure instead of adding another.
+    df = leaderboard(study)
     save_plotly_graph_object(study, budget_check(study), graph_object_id="nas-budget-check")
-    save_plotly_graph_object(study, accuracy_vs_params(study, leaderboard(study)), graph_object_id="nas-accuracy")
+    save_plotly_graph_object(study, accuracy_vs(study, df), graph_object_id="nas-accuracy")
+    if "macs" in limits(study):
+        save_plotly_graph_object(study, budget_check(study, "macs"), graph_object_id="nas-macs-check")
+        save_plotly_graph_object(study, accuracy_vs(study, df, "macs"), graph_object_id="nas-accuracy-macs")
     return True
 

@@ -201,8 +201,8 @@ def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     out = capsys.readouterr().out
     assert "proxy fidelity over" in out and "Kendall tau" in out
     rep = here / "rep"
-    for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.html", "budget_check.html", "history.html",
-                 "intermediate.html"):  # fmt: skip
+    for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.html", "accuracy_vs_macs.html",
+                 "budget_check.html", "history.html", "intermediate.html"):  # fmt: skip
         assert (rep / name).stat().st_size > 0
     for html in rep.glob("*.html"):  # plotly from beside the figures, never from the network
         assert script_sources(html.read_text()) == ["plotly.min.js"], html
@@ -222,11 +222,14 @@ def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain():
     from nas.report import fidelity
 
     df = pd.DataFrame({"trial": [0, 1, 2, 3, None, 5], "proxy_val_acc": [0.1, 0.2, 0.3, 0.4, None, 0.9],
-                       "retrain_test_acc": [0.5, 0.7, 0.6, 0.9, 0.95, 0.1],
+                       "retrain_test_acc": [0.5, 0.7, 0.6, 0.9, 0.95, 0.1], "retrain_epochs": [30, 30, 30, 30, 200, 30],
                        "state": ["complete"] * 4 + ["preset", "pruned"]})  # fmt: skip
     f = fidelity(df)  # a preset has no proxy score; a pruned trial's is from fewer epochs
     assert f["trials"] == 4 and f["spearman"] == pytest.approx(0.8) and f["kendall_tau"] == pytest.approx(2 / 3)
+    assert f["retrain_epochs"] == [30] and f["warning"] is None
     assert fidelity(df.head(2)) is None
+    df.loc[3, "retrain_epochs"] = 10
+    assert "differ in length (10, 30 epochs)" in fidelity(df)["warning"]
 
 
 def test_predict_writes_a_correct_csv(here, capsys):
@@ -336,16 +339,33 @@ def test_the_leaderboard_ranks_pruned_scores_below_complete_ones_and_flags_an_ov
 
 
 def test_the_pareto_front_holds_complete_trials_only_on_a_log_axis():
-    from nas.report import accuracy_vs_params, leaderboard
+    from nas.report import accuracy_vs, leaderboard
 
     study = made_up_study()
-    fig = accuracy_vs_params(study, leaderboard(study))
+    fig = accuracy_vs(study, leaderboard(study))
     traces = {t.name: t for t in fig.data}
     pruned_params = leaderboard(study).query("state == 'pruned'")["params"].iloc[0]
     assert pruned_params not in list(traces["Pareto front"].x)
     assert list(traces["pruned (score when stopped)"].x) == [pruned_params]
     assert fig.layout.xaxis.type == "log"  # the preset at 11M does not squash the rest
     assert "preset-resnet18 (over budget)" in traces["retrain (test)"].text
+
+
+def test_under_a_mac_limit_the_figures_show_macs_and_a_preset_over_it_is_flagged():
+    from nas.report import accuracy_vs, budget_check, leaderboard
+
+    study = made_up_study(budget=10**8)  # the preset is under this budget, far over the MAC limit
+    study.set_user_attr("max_macs", 1_000_000)
+    df = leaderboard(study)
+    assert df.loc[df["name"] == "preset-resnet18", "state"].item() == "over budget"
+    fig = accuracy_vs(study, df, "macs")
+    traces = {t.name: t for t in fig.data}
+    assert list(traces["MAC limit 1,000,000"].x) == [1_000_000, 1_000_000]
+    assert sorted(traces["proxy_val_acc (complete)"].x) == sorted(df.query("state == 'complete'")["macs"])
+    assert "MACs" in fig.layout.xaxis.title.text
+    check = {t.name: t for t in budget_check(study, "macs").data}
+    assert sorted(check["trained (2)"].y) == sorted(df.query("state == 'complete'")["macs"])
+    assert "MAC limit 1,000,000" in check and "10%" not in str(check)
 
 
 @pytest.mark.parametrize("width", [80, 120])
