@@ -7,14 +7,14 @@
 #
 # Resumable: every step keeps its results in the studies (studies/tiny-*.db) and checkpoints, so run
 # it again after an interruption and it goes on where it stopped; finished steps are skipped.
-# Knobs (environment): TRIALS (40 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
+# Knobs (environment): TRIALS (24 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
 # CONTROL (3 random-sampler trials retrained), RESCORE (proxy sizes for benchmarks/proxy_fidelity.py),
 # LANES (processes side by side, default one per core, each pinned to one thread: on a shared CPU one
 # thread per process beats two threads in one, see RESULTS.md, "the CPU engine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}"
-TRIALS=${TRIALS:-40} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
+TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
 NAS=${NAS:-nas}
 LANES=${LANES:-$(nproc)}
