@@ -10,6 +10,11 @@ it, Kendall tau and Spearman of:
   - the baselines to beat: parameter count alone, MACs alone.
 Re-scores are cached in studies/<study>/proxy-fidelity.json, so the script resumes where it stopped.
 
+Pruners are judged without training anything: the study's full curves (searched with --pruner none)
+are replayed in trial order through each pruner, and what it would have stopped is compared with
+what the unpruned search found: epochs saved, whether the best trials survive, and how the pruned
+search's ranking agrees with the full proxy's (over every trained trial) and with the retrains.
+
     python benchmarks/proxy_fidelity.py --study tiny-tpe [--rescore 0.1:3,0.2:5,0.5:5] [--record benchmarks/RESULTS.md]
 """
 
@@ -17,11 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 
 def rank_corr(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -104,6 +112,77 @@ def rescore(study, trials: list, variants: list[tuple[float, int]], cache: Path,
     return rows
 
 
+PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs
+    "hyperband, min resource 1 (the default)": lambda epochs: optuna.pruners.HyperbandPruner(1, epochs, 3),
+    "hyperband, min resource 2": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
+    "median, after epoch 1": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+    "median, after epoch 2": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    "median, after epoch 3": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
+}
+
+
+REPLAYS = 20  # Hyperband puts a trial in a bracket by a hash of the study name: average over names
+
+
+def replay(pruner, curves: list[dict[int, float]], name: str) -> list[int]:
+    """Feed each curve epoch by epoch, in trial order, to an in-memory study with `pruner`; the
+    epoch each trial would have stopped at (its last when never pruned)."""
+    study = optuna.create_study(direction="maximize", pruner=pruner, study_name=name)
+    stops = []
+    for curve in curves:
+        trial, last = study.ask(), max(curve)
+        stop = last
+        for k in sorted(curve):
+            trial.report(curve[k], k)
+            if k < last and trial.should_prune():
+                stop = k
+                break
+        study.tell(trial, curve[last] if stop == last else None,
+                   state=TrialState.COMPLETE if stop == last else TrialState.PRUNED)  # fmt: skip
+        stops.append(stop)
+    return stops
+
+
+def pruner_rows(trials: list, retrained: dict[int, float], epochs: int) -> list[dict]:
+    """Each pruner replayed over the trained trials' full curves (means over REPLAYS study names): its
+    share of the proxy epochs, whether the best full-proxy trial survived, and Kendall tau of its search ranking (complete trials
+    by score, then pruned ones by how far they got and their last score, as nas report ranks them)
+    with the full proxy's over every trial and with the retrains where there are 3 or more."""
+    curves = [dict(t.intermediate_values) for t in trials]
+    full = [c[epochs] for c in curves]
+    best = max(range(len(trials)), key=lambda i: full[i])
+    rows = [{"pruner": "none", "epochs": 1.0, "best kept": "yes", "tau vs full proxy": 1.0,
+             "tau vs retrain": _tau_retrain(trials, full, retrained)}]  # fmt: skip
+    for name, make in PRUNERS.items():
+        runs = []
+        for r in range(REPLAYS):
+            stops = replay(make(epochs), curves, f"replay-{r}")
+            order = [stop * 10 + curves[i][stop] for i, stop in enumerate(stops)]  # further first, then by score (< 1)
+            runs.append((sum(stops) / (epochs * len(stops)), stops[best] == epochs, rank_corr(order, full)[0],
+                         _tau_retrain(trials, order, retrained)))  # fmt: skip
+        kept = sum(r[1] for r in runs)
+        retrain = [r[3] for r in runs if r[3] is not None]
+        rows.append({"pruner": name, "epochs": statistics.mean(r[0] for r in runs),
+                     "best kept": "yes" if kept == REPLAYS else f"{kept} of {REPLAYS} replays",
+                     "tau vs full proxy": statistics.mean(r[2] for r in runs),
+                     "tau vs retrain": statistics.mean(retrain) if retrain else None})  # fmt: skip
+    return rows
+
+
+def _tau_retrain(trials: list, order: list[float], retrained: dict[int, float]) -> float | None:
+    pairs = [(o, retrained[t.number]) for t, o in zip(trials, order) if t.number in retrained]
+    return rank_corr(*zip(*pairs))[0] if len(pairs) >= 3 else None
+
+
+def pruner_table(rows: list[dict]) -> str:
+    lines = ["| pruner (replayed) | proxy epochs spent | best full-proxy trial kept | Kendall tau vs full proxy | Kendall tau vs retrain |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        retrain = "n/a (under 3 retrains)" if r["tau vs retrain"] is None else f"{r['tau vs retrain']:.3f}"
+        lines.append(f"| {r['pruner']} | {r['epochs']:.0%} | {r['best kept']} | {r['tau vs full proxy']:.3f} | {retrain} |")
+    return "\n".join(lines) + "\n"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| proxy | trials | Kendall tau | Spearman | proxy s/trial | tau per CPU-minute |", "|---|---|---|---|---|---|"]
     for r in rows:
@@ -124,17 +203,23 @@ def main() -> None:
     from nas.study import STUDIES_DIR, load_study
 
     study = load_study(a.storage, a.study)
-    trials, length = retrained_trials(study)
-    if len(trials) < 3:
-        sys.exit(f"study {a.study} has {len(trials)} retrained trials; rank correlation needs at least 3 (8 or more to mean much).")
-    variants = [(float(s), int(e)) for s, e in (v.split(":") for v in a.rescore.split(",") if v)]
-    rows = curve_rows(trials) + baseline_rows(trials)
-    if variants:
-        rows += rescore(study, trials, variants, STUDIES_DIR / study.study_name / "proxy-fidelity.json", a.device)
     attrs = study.user_attrs
-    head = (f"study {study.study_name}: {len(trials)} trials retrained {length} epochs; its proxy: "
-            f"{attrs['proxy_epochs']} epochs on {attrs['proxy_subset']:g} of the training split")  # fmt: skip
-    text = f"{head}\n\n{table(rows)}"
+    trials, length = retrained_trials(study)
+    full = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if len(t.intermediate_values) == attrs["proxy_epochs"]]  # fmt: skip
+    if len(full) < 3:
+        sys.exit(f"study {a.study} has {len(full)} complete proxy curves; replaying pruners needs at least 3.")
+    head = (f"study {study.study_name}: {len(full)} complete proxy curves, {len(trials)} trials retrained {length} "
+            f"epochs; its proxy: {attrs['proxy_epochs']} epochs on {attrs['proxy_subset']:g} of the training split")  # fmt: skip
+    text = f"{head}\n\n" + pruner_table(pruner_rows(full, {t.number: t.retrain_acc for t in trials}, attrs["proxy_epochs"]))
+    if len(trials) >= 3:
+        variants = [(float(s), int(e)) for s, e in (v.split(":") for v in a.rescore.split(",") if v)]
+        rows = curve_rows(trials) + baseline_rows(trials)
+        if variants:
+            rows += rescore(study, trials, variants, STUDIES_DIR / study.study_name / "proxy-fidelity.json", a.device)
+        text += "\n" + table(rows)
+    else:
+        text += f"\n(proxy against retrain: {len(trials)} retrained trials, 3 needed, 8 or more to mean much)\n"
     print(text)
     if a.record:
         from nas.bench import cpu_model
