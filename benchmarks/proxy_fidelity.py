@@ -113,8 +113,8 @@ def rescore(study, trials: list, variants: list[tuple[float, int]], cache: Path,
 
 
 PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs
-    "hyperband, min resource 1 (the default)": lambda epochs: optuna.pruners.HyperbandPruner(1, epochs, 3),
-    "hyperband, min resource 2": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
+    "hyperband, min resource 1": lambda epochs: optuna.pruners.HyperbandPruner(1, epochs, 3),
+    "hyperband, min resource 2 (nas.study.first_rung at 5 epochs)": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
     "median, after epoch 1": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     "median, after epoch 2": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     "median, after epoch 3": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
