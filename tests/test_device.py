@@ -193,7 +193,7 @@ def test_data_that_a_gpu_cannot_hold_is_refused_in_one_line(gpu, monkeypatch, jo
     with pytest.raises(ValueError) as e:
         check_fits(need, gpu((8, 0)), "the data", jobs=jobs)
     text = str(e.value)
-    assert "\n" not in text and f"the data needs 2.00 GiB of GPU memory" in text and f"{free_gib}.00 GiB free" in text
+    assert "\n" not in text and "the data needs 2.00 GiB of GPU memory" in text and f"{free_gib}.00 GiB free" in text
     assert ("fewer --jobs-per-gpu" in text) == (jobs > 1)
     check_fits(10**15, torch.device("cpu"), "the data")  # host memory is not checked: the images are there
 
