@@ -143,10 +143,15 @@ def kept(study: optuna.Study, name: str) -> str:
 # ------------------------------------------------------------------------------------------ retrain
 
 
+def say(line: str) -> None:
+    """Print a progress line now: redirected to a log file, stdout would hold it back for minutes."""
+    print(line, flush=True)
+
+
 def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | None = None, seed: int | None = None,
             out: Path | None = None, resume: bool = False, replace_earlier: bool = False,
             device: str | None = None, compile: bool = False, precision: str | None = None,
-            deterministic: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+            deterministic: bool = False, log: Callable[[str], None] = say) -> dict[str, Any]:  # fmt: skip
     """Train `target` on `data` (nas.data.Dataset), test it, write and attach its outputs. A target
     retrained into `out` before is kept (its stored results are returned) unless `replace_earlier`."""
     import torch
