@@ -31,6 +31,8 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from nas.study import make_pruner
+
 
 def rank_corr(x: list[float], y: list[float]) -> tuple[float, float]:
     pair = pd.DataFrame({"x": x, "y": y}).astype(float)
@@ -112,9 +114,11 @@ def rescore(study, trials: list, variants: list[tuple[float, int]], cache: Path,
     return rows
 
 
-PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs
+PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs; what nas uses is make_pruner's row
+    "nas search --pruner hyperband": lambda epochs: make_pruner("hyperband", epochs),
+    "nas search --pruner median": lambda epochs: make_pruner("median", epochs),
     "hyperband, min resource 1": lambda epochs: optuna.pruners.HyperbandPruner(1, epochs, 3),
-    "hyperband, min resource 2 (nas.study.first_rung at 5 epochs)": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
+    "hyperband, min resource 2": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
     "median, after epoch 1": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     "median, after epoch 2": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     "median, after epoch 3": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
@@ -144,10 +148,11 @@ def replay(pruner, curves: list[dict[int, float]], name: str) -> list[int]:
 
 
 def pruner_rows(trials: list, retrained: dict[int, float], epochs: int) -> list[dict]:
-    """Each pruner replayed over the trained trials' full curves (means over REPLAYS study names): its
-    share of the proxy epochs, whether the best full-proxy trial survived, and Kendall tau of its search ranking (complete trials
-    by score, then pruned ones by how far they got and their last score, as nas report ranks them)
-    with the full proxy's over every trial and with the retrains where there are 3 or more."""
+    """Each pruner replayed over the trained trials' full curves (means over REPLAYS study names):
+    its share of the proxy epochs, whether the best full-proxy trial survived, and Kendall tau of
+    its search ranking (complete trials by score, then pruned ones by how far they got and their
+    last score, as nas report ranks them) with the full proxy's over every trial and with the
+    retrains where there are 3 or more."""
     curves = [dict(t.intermediate_values) for t in trials]
     full = [c[epochs] for c in curves]
     best = max(range(len(trials)), key=lambda i: full[i])
@@ -175,8 +180,8 @@ def _tau_retrain(trials: list, order: list[float], retrained: dict[int, float]) 
 
 
 def pruner_table(rows: list[dict]) -> str:
-    lines = ["| pruner (replayed) | proxy epochs spent | best full-proxy trial kept | Kendall tau vs full proxy | Kendall tau vs retrain |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| pruner (replayed) | proxy epochs spent | best full-proxy trial kept | Kendall tau vs full proxy "
+             "| Kendall tau vs retrain |", "|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         retrain = "n/a (under 3 retrains)" if r["tau vs retrain"] is None else f"{r['tau vs retrain']:.3f}"
         lines.append(f"| {r['pruner']} | {r['epochs']:.0%} | {r['best kept']} | {r['tau vs full proxy']:.3f} | {retrain} |")

@@ -86,7 +86,8 @@ def fidelity(df) -> dict[str, Any] | None:
                f"whatever their proxy said; retrain them alike (nas retrain --epochs N --replace)"
                if len(lengths) > 1 else None)  # fmt: skip
     return {"trials": len(both), "kendall_tau": float(pair.corr(method="kendall").iloc[0, 1]),
-            "spearman": float(pair.corr(method="spearman").iloc[0, 1]), "retrain_epochs": lengths, "warning": warning}  # fmt: skip
+            "spearman": float(pair.corr(method="spearman").iloc[0, 1]), "retrain_epochs": lengths,
+            "warning": warning}  # fmt: skip
 
 
 def markdown_table(df) -> str:
@@ -409,7 +410,8 @@ def write_note(study: optuna.Study) -> bool:
     trials = study.get_trials(deepcopy=False)
     for name, r in retrains(study).items():
         if name.startswith("trial-"):
-            trial = optuna.Trial(study, StoredTrial.of(study, trials[int(name.split("-", 1)[1])]).trial_id)  # notes live on the study
+            stored = StoredTrial.of(study, trials[int(name.split("-", 1)[1])])
+            trial = optuna.Trial(study, stored.trial_id)  # notes live on the study
             save_note(trial, trial_note(study, r))
     # A fixed id: each save replaces the figure instead of adding another.
     df = leaderboard(study)

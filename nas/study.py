@@ -8,7 +8,6 @@ read them through it. Nothing here trains or knows about devices.
 from __future__ import annotations
 
 import math
-
 import re
 import shlex
 import time
