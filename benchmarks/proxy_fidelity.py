@@ -203,6 +203,8 @@ def main() -> None:
     p.add_argument("--rescore", default="", help="proxy sizes to re-score, e.g. 0.1:3,0.5:5 (fraction:epochs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--record", help="append the table to this Markdown file")
+    p.add_argument("--cache", help="re-scored proxies kept here, so a rerun trains none twice "
+                   "(default studies/<study>/proxy-fidelity.json)")
     a = p.parse_args()
 
     from nas.study import STUDIES_DIR, load_study
@@ -221,7 +223,8 @@ def main() -> None:
         variants = [(float(s), int(e)) for s, e in (v.split(":") for v in a.rescore.split(",") if v)]
         rows = curve_rows(trials) + baseline_rows(trials)
         if variants:
-            rows += rescore(study, trials, variants, STUDIES_DIR / study.study_name / "proxy-fidelity.json", a.device)
+            rows += rescore(study, trials, variants, Path(a.cache or STUDIES_DIR / study.study_name / "proxy-fidelity.json"),
+                            a.device)
         text += "\n" + table(rows)
     else:
         text += f"\n(proxy against retrain: {len(trials)} retrained trials, 3 needed, 8 or more to mean much)\n"

@@ -1,34 +1,43 @@
 #!/usr/bin/env bash
 # Issue 12's experiment on a CPU: search microcontroller-size nets (<= 100k parameters, <= 25M MACs)
 # on the CIFAR-10 JPEG copy, with TPE and with random sampling as the control, retrain trials spread
-# over the proxy ranking and the hand-designed presets alike, measure the proxy's fidelity, report.
+# over the proxy ranking and the hand-designed preset alike, measure the proxy's fidelity, report.
+# The space is micro-arch: the architectures of `micro`, all trained with ResNet-8's recipe (why: its
+# description, and RESULTS.md).
 #
 #   NAS_CIFAR10_JPEG=/path/to/cifar10-jpeg nohup bash benchmarks/tiny_cifar.sh > studies/tiny.log 2>&1 &
 #
-# Resumable: every step keeps its results in the studies (studies/tiny-*.db) and checkpoints, so run
-# it again after an interruption and it goes on where it stopped; finished steps are skipped.
-# Knobs (environment): TRIALS (24 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
+# Resumable across machines: the studies are journal files and the retrains write their folders under
+# STATE (benchmarks/tiny_cifar/, where git keeps the journals, each retrain's history.csv and the
+# checkpoint of a retrain cut short), so commit STATE when a sitting ends, and the next sitting, on
+# any machine, runs this again and goes on where it stopped; finished steps are skipped.
+# Knobs (environment): DATA (a --dataset, for a smoke run), RECORD (where results are appended), TRIALS (24 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
 # CONTROL (3 random-sampler trials retrained), RESCORE (proxy sizes for benchmarks/proxy_fidelity.py),
 # LANES (processes side by side, default one per core, each pinned to one thread: on a shared CPU one
 # thread per process beats two threads in one, see RESULTS.md, "the CPU engine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}"
+DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
 TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
+STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
 NAS=${NAS:-nas}
 LANES=${LANES:-$(nproc)}
 if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
+TPE=tiny-arch-tpe RANDOM_=tiny-arch-random
+storage() { echo "journal:$STATE/$1.journal"; }
 # No pruner: every proxy curve runs to its end, so proxy_fidelity.py can judge what a pruner deciding
-# at epoch k would have seen, and the default pruner is chosen from that.
-SEARCH=(--space micro --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu
-        --proxy-epochs 5 --proxy-subset 0.2 --pruner none --seed 0 --trials "$TRIALS")
+# at epoch k would have seen. Different seeds: TPE starts with random proposals, and the control
+# should not repeat them.
+SEARCH=(--space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu
+        --proxy-epochs 5 --proxy-subset 0.2 --pruner none --trials "$TRIALS")
 
 step() { echo "== $(date '+%F %T') $*"; }
 
 step "search: TPE and random sampling (the control)"
-tpe=($NAS search "${SEARCH[@]}" --study tiny-tpe --record benchmarks/RESULTS.md)
-random=($NAS search "${SEARCH[@]}" --study tiny-random --sampler random --record benchmarks/RESULTS.md)
+tpe=($NAS search "${SEARCH[@]}" --study $TPE --storage "$(storage $TPE)" --seed 0 --record "$RECORD")
+random=($NAS search "${SEARCH[@]}" --study $RANDOM_ --storage "$(storage $RANDOM_)" --sampler random --seed 1
+        --record "$RECORD")
 if [ "$LANES" -gt 1 ]; then  # side by side, equal cost
     "${tpe[@]}" & a=$!
     "${random[@]}" & b=$!
@@ -37,39 +46,42 @@ else
     "${tpe[@]}" && "${random[@]}"
 fi
 
-# Trials to retrain: SPREAD from TPE at evenly spaced proxy ranks (the best always among them),
-# the best CONTROL of the random study; each skipped if its retrain is already stored.
-pick() {  # study, how many, spread|top
-    python3 - "$@" <<'PY'
+# What to retrain, each skipped if its retrain is already stored: the preset, then SPREAD trials of
+# TPE at evenly spaced proxy ranks (the best first) and the best CONTROL of the random study, each
+# sampler's best ahead of the rest. One line per job: study, name, retrain flags.
+jobs() {
+    python3 - "$STATE" "$TPE" "$RANDOM_" "$SPREAD" "$CONTROL" <<'PY'
 import sys
 from nas.study import load_study
 from nas.retrain import retrains
-study = load_study(None, sys.argv[1])
-k, how = int(sys.argv[2]), sys.argv[3]
-ranked = [t.number for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -(t.value or 0)) if t.value is not None]
-if how == "spread" and len(ranked) > k:
-    ranked = [ranked[round(i * (len(ranked) - 1) / (k - 1))] for i in range(k)]
-done = retrains(study)
-print(" ".join(str(n) for n in ranked[:k] if f"trial-{n}" not in done))
+state, tpe, rnd, spread, control = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+def ranked(name, k, how):
+    study = load_study(f"journal:{state}/{name}.journal", name)
+    done = retrains(study)
+    order = [t.number for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -(t.value or 0)) if t.value is not None]
+    if how == "spread" and len(order) > k:
+        order = [order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)]
+    return [(name, f"trial-{n}", f"--trial {n}") for n in order[:k] if f"trial-{n}" not in done], done
+t, done = ranked(tpe, spread, "spread")
+r, _ = ranked(rnd, control, "top")
+preset = [] if "preset-mlperf-tiny-resnet8" in done else [(tpe, "preset-mlperf-tiny-resnet8", "--preset mlperf-tiny-resnet8")]
+for job in preset + t[:1] + r[:1] + t[1:] + r[1:]:
+    print(*job)
 PY
 }
-# The comparisons first (the preset, each sampler's best), then the rest of the spread.
-jobs=()
-if ! python3 -c "import sys; from nas.study import load_study; from nas.retrain import retrains
-sys.exit('preset-mlperf-tiny-resnet8' not in retrains(load_study(None, 'tiny-tpe')))"; then
-    jobs+=("--study tiny-tpe --preset mlperf-tiny-resnet8")
-fi
-tpe_trials=($(pick tiny-tpe "$SPREAD" spread)) random_trials=($(pick tiny-random "$CONTROL" top))
-if [ ${#tpe_trials[@]} -gt 0 ]; then jobs+=("--study tiny-tpe --trial ${tpe_trials[0]}"); fi
-if [ ${#random_trials[@]} -gt 0 ]; then jobs+=("--study tiny-random --trial ${random_trials[0]}"); fi
-for n in "${tpe_trials[@]:1}"; do jobs+=("--study tiny-tpe --trial $n"); done
-for n in "${random_trials[@]:1}"; do jobs+=("--study tiny-random --trial $n"); done
-step "retrain ${#jobs[@]}, $LANES at a time"
-printf '%s\n' "${jobs[@]}" | xargs -r -P "$LANES" -I{} sh -c \
-    "echo '== retrain {}'; $NAS retrain {} --epochs $EPOCHS --resume --device cpu"
+list=$(jobs)
+step "retrain $(echo -n "$list" | grep -c . || true), $LANES at a time"
+retrain_one() {  # study, name, retrain flags
+    echo "== retrain $1 $2"
+    $NAS retrain --study "$1" --storage "$(storage "$1")" "${@:3}" --out "$STATE/$1/$2" --dataset "$DATA" \
+        --epochs "$EPOCHS" --resume --device cpu
+}
+export -f retrain_one storage && export NAS STATE DATA EPOCHS
+echo -n "$list" | xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
 
 step "proxy fidelity"
-python3 benchmarks/proxy_fidelity.py --study tiny-tpe --rescore "$RESCORE" --record benchmarks/RESULTS.md
+python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --rescore "$RESCORE" \
+    --cache "$STATE/$TPE/proxy-fidelity.json" --record "$RECORD"
 step "reports"
-$NAS report --study tiny-tpe
-$NAS report --study tiny-random
+$NAS report --study $TPE --storage "$(storage $TPE)"
+$NAS report --study $RANDOM_ --storage "$(storage $RANDOM_)"
