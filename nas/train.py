@@ -110,8 +110,11 @@ def fit(
     deterministic: bool = False,
     tta: bool = False,
     threads: int | None = None,
+    score_every: int = 1,
 ) -> FitResult:
-    """Train for `recipe.epochs` epochs on `data.train_*`, scoring on `data.val_*` after each.
+    """Train for `recipe.epochs` epochs on `data.train_*`, scoring on `data.val_*` after every
+    `score_every`-th epoch and the last (the others' val_loss and val_acc are NaN; scoring draws no
+    random numbers, so how often it runs does not change the training).
 
     `on_epoch(epoch, metrics)` runs after every epoch (1-based); an exception it raises stops the
     run and propagates (that is how a pruner stops a trial). With `checkpoint`, the full state is
@@ -182,7 +185,9 @@ def fit(
                 hard = t if t.ndim == 1 else t.argmax(1)
                 sums += torch.stack([loss.detach() * len(x), (logits.argmax(1) == hard).sum().float()])
             clock.stop()
-            val = _evaluate(step_model, val_x, data.val_y, autocast, tta)
+            scored = epoch % score_every == 0 or epoch == recipe.epochs
+            val = (_evaluate(step_model, val_x, data.val_y, autocast, tta) if scored
+                   else torch.full((2,), math.nan, device=device))  # fmt: skip
             loss_sum, correct, val_loss, val_correct = torch.cat([sums, val]).tolist()  # the epoch's one sync
             n = steps * batches.batch_size
             row = {

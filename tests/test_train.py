@@ -60,6 +60,15 @@ def test_on_epoch_sees_every_epoch_and_can_stop_the_run(split):
     assert [e for e, _ in seen] == [1, 2]
 
 
+def test_scoring_every_few_epochs_leaves_the_training_as_it_was(split):
+    recipe = Recipe(epochs=3, batch_size=50, cutout=4, seed=1)
+    every, sparse = fit(SPEC, recipe, split), fit(SPEC, recipe, split, score_every=2)
+    assert [math.isnan(r["val_acc"]) for r in sparse.history] == [True, False, False]  # epochs 2 and the last
+    assert [r["val_acc"] for r in sparse.history[1:]] == [r["val_acc"] for r in every.history[1:]]
+    assert [r["train_loss"] for r in sparse.history] == [r["train_loss"] for r in every.history]
+    assert all(torch.equal(a, b) for a, b in zip(every.model.state_dict().values(), sparse.model.state_dict().values()))
+
+
 def test_resume_after_an_interruption_gives_the_same_history(split, tmp_path):
     recipe = Recipe(epochs=4, batch_size=50, lr=0.05, schedule="cosine-restarts", restart_every=2,
                     mixup=0.2, cutmix=1.0, cutout=4, seed=3)  # fmt: skip
