@@ -41,7 +41,8 @@ random=($NAS search "${SEARCH[@]}" --study $RANDOM_ --storage "$(storage $RANDOM
 if [ "$LANES" -gt 1 ]; then  # side by side, equal cost
     "${tpe[@]}" & a=$!
     "${random[@]}" & b=$!
-    wait $a && wait $b
+    failed=0; wait $a || failed=$?; wait $b || failed=$?  # both finish; either failing stops here
+    [ "$failed" -eq 0 ]
 else
     "${tpe[@]}" && "${random[@]}"
 fi
