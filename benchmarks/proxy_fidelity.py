@@ -8,7 +8,10 @@ it, Kendall tau and Spearman of:
     each configuration trained again with its own recipe compressed to that length, on the study's
     own validation split;
   - the baselines to beat: parameter count alone, MACs alone.
-Re-scores are cached in studies/<study>/proxy-fidelity.json, so the script resumes where it stopped.
+Re-scores are cached in studies/<study>/proxy-fidelity.json (or --cache), so the script resumes
+where it stopped. Several studies of one proxy (the same data, split and proxy size: a TPE search
+and its random-sampling control) pool their retrained trials for the correlations; each study's
+curves are replayed through the pruners on their own.
 
 Pruners are judged without training anything: the study's full curves (searched with --pruner none)
 are replayed in trial order through each pruner, and what it would have stopped is compared with
@@ -16,6 +19,7 @@ what the unpruned search found: epochs saved, whether the best trials survive, a
 search's ranking agrees with the full proxy's (over every trained trial) and with the retrains.
 
     python benchmarks/proxy_fidelity.py --study tiny-tpe [--rescore 0.1:3,0.2:5,0.5:5] [--record benchmarks/RESULTS.md]
+    python benchmarks/proxy_fidelity.py --study a --storage journal:a.journal --study b --storage journal:b.journal
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def retrained_trials(study) -> tuple[list, int]:
         sys.exit(f"retrains of different lengths ({sorted(lengths)} epochs) do not compare; retrain them alike.")
     trials = [t for t in study.get_trials(deepcopy=False) if t.number in done]
     for t in trials:
-        t.retrain_acc = done[t.number]["retrain_test_acc"]
+        t.retrain_acc, t.study = done[t.number]["retrain_test_acc"], study
     return trials, lengths.pop() if lengths else 0
 
 
@@ -77,14 +81,14 @@ def baseline_rows(trials: list) -> list[dict]:
             for key in ("params", "macs")]  # fmt: skip
 
 
-def rescore(study, trials: list, variants: list[tuple[float, int]], cache: Path, device: str) -> list[dict]:
-    """Train each configuration again as a proxy of each size; results cached per (variant, trial)."""
+def rescore(trials: list, variants: list[tuple[float, int]], cache: Path, device: str) -> list[dict]:
+    """Train each configuration again as a proxy of each size; results cached per (variant, study/trial)."""
     from nas.data import load_dataset, validation_split
     from nas.retrain import trial_target
     from nas.train import fit
 
     done = json.loads(cache.read_text()) if cache.exists() else {}
-    attrs = study.user_attrs
+    attrs = trials[0].study.user_attrs  # one proxy: main() checked that the studies agree
     ds = load_dataset(attrs["dataset"])
     split_info = attrs["split"]
     rows = []
@@ -92,26 +96,30 @@ def rescore(study, trials: list, variants: list[tuple[float, int]], cache: Path,
         key = f"{subset}:{epochs}"
         split = None
         for t in trials:
-            if str(t.number) in done.get(key, {}):
+            if name(t) in done.get(key, {}):
                 continue
             if split is None:
                 split = validation_split(ds, split_info["val_size"], split_info["seed"], subset).to(device)
-            target = trial_target(study, t.number, ds.shape)
+            target = trial_target(t.study, t.number, ds.shape)
             start = time.perf_counter()
             result = fit(target.spec, target.recipe.compressed(epochs), split, device=device)
             seconds = time.perf_counter() - start
-            done.setdefault(key, {})[str(t.number)] = {"val_acc": result.final.get("val_acc", 0.0), "seconds": seconds,
+            done.setdefault(key, {})[name(t)] = {"val_acc": result.final.get("val_acc", 0.0), "seconds": seconds,
                                                        "status": result.status}  # fmt: skip
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(done, indent=1))
-            print(f"  {key} trial {t.number}: val {done[key][str(t.number)]['val_acc']:.4f} in {seconds:.0f} s", flush=True)
+            print(f"  {key} {name(t)}: val {done[key][name(t)]['val_acc']:.4f} in {seconds:.0f} s", flush=True)
         got = done.get(key, {})
-        scored = [t for t in trials if str(t.number) in got]
-        tau, rho = rank_corr([got[str(t.number)]["val_acc"] for t in scored], [t.retrain_acc for t in scored])
+        scored = [t for t in trials if name(t) in got]
+        tau, rho = rank_corr([got[name(t)]["val_acc"] for t in scored], [t.retrain_acc for t in scored])
         rows.append({"proxy": f"re-scored: {subset:g} of the split, {epochs} epochs", "trials": len(scored),
                      "kendall": tau, "spearman": rho,
-                     "seconds": sum(got[str(t.number)]["seconds"] for t in scored) / len(scored)})  # fmt: skip
+                     "seconds": sum(got[name(t)]["seconds"] for t in scored) / len(scored)})  # fmt: skip
     return rows
+
+
+def name(t) -> str:
+    return f"{t.study.study_name}/{t.number}"
 
 
 PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs; what nas uses is make_pruner's row
@@ -125,6 +133,7 @@ PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs; what nas use
 }
 
 
+PROXY_IDENTITY = ("dataset", "split", "proxy_epochs", "proxy_subset")  # what pooled studies must share
 REPLAYS = 20  # Hyperband puts a trial in a bracket by a hash of the study name: average over names
 
 
@@ -198,36 +207,51 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--study", required=True)
-    p.add_argument("--storage")
+    p.add_argument("--study", action="append", required=True, help="a study; repeat to pool studies of one proxy")
+    p.add_argument("--storage", action="append", help="its storage URL (default studies/<study>.db); one per --study")
     p.add_argument("--rescore", default="", help="proxy sizes to re-score, e.g. 0.1:3,0.5:5 (fraction:epochs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--record", help="append the table to this Markdown file")
     p.add_argument("--cache", help="re-scored proxies kept here, so a rerun trains none twice "
-                   "(default studies/<study>/proxy-fidelity.json)")
+                   "(default studies/<first study>/proxy-fidelity.json)")
     a = p.parse_args()
+    if a.storage and len(a.storage) != len(a.study):
+        sys.exit(f"{len(a.study)} --study but {len(a.storage)} --storage: give one storage per study, or none.")
 
     from nas.study import STUDIES_DIR, load_study
 
-    study = load_study(a.storage, a.study)
-    attrs = study.user_attrs
-    trials, length = retrained_trials(study)
-    full = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if len(t.intermediate_values) == attrs["proxy_epochs"]]  # fmt: skip
-    if len(full) < 3:
-        sys.exit(f"study {a.study} has {len(full)} complete proxy curves; replaying pruners needs at least 3.")
-    head = (f"study {study.study_name}: {len(full)} complete proxy curves, {len(trials)} trials retrained {length} "
-            f"epochs; its proxy: {attrs['proxy_epochs']} epochs on {attrs['proxy_subset']:g} of the training split")  # fmt: skip
-    text = f"{head}\n\n" + pruner_table(pruner_rows(full, {t.number: t.retrain_acc for t in trials}, attrs["proxy_epochs"]))
+    studies = [load_study(url, name) for name, url in zip(a.study, a.storage or [None] * len(a.study))]
+    proxy = {k: studies[0].user_attrs.get(k) for k in PROXY_IDENTITY}
+    for study in studies[1:]:
+        other = {k: study.user_attrs.get(k) for k in PROXY_IDENTITY}
+        if other != proxy:
+            sys.exit(f"studies {studies[0].study_name} and {study.study_name} ran different proxies ({proxy} vs {other}); "
+                     "their scores do not pool.")  # fmt: skip
+    text, trials, lengths = "", [], set()
+    for study in studies:
+        retrained, length = retrained_trials(study)
+        trials += retrained
+        lengths |= {length} if retrained else set()
+        full = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if len(t.intermediate_values) == proxy["proxy_epochs"]]  # fmt: skip
+        if len(full) < 3:
+            sys.exit(f"study {study.study_name} has {len(full)} complete proxy curves; replaying pruners needs at least 3.")
+        text += (f"study {study.study_name}: {len(full)} complete proxy curves, {len(retrained)} trials retrained "
+                 f"{length} epochs; its proxy: {proxy['proxy_epochs']} epochs on {proxy['proxy_subset']:g} of the "
+                 f"training split\n\n")  # fmt: skip
+        text += pruner_table(pruner_rows(full, {t.number: t.retrain_acc for t in retrained}, proxy["proxy_epochs"])) + "\n"
+    if len(lengths) > 1:
+        sys.exit(f"the studies' retrains differ in length ({sorted(lengths)} epochs) and do not compare; retrain them alike.")
     if len(trials) >= 3:
         variants = [(float(s), int(e)) for s, e in (v.split(":") for v in a.rescore.split(",") if v)]
         rows = curve_rows(trials) + baseline_rows(trials)
         if variants:
-            rows += rescore(study, trials, variants, Path(a.cache or STUDIES_DIR / study.study_name / "proxy-fidelity.json"),
-                            a.device)
-        text += "\n" + table(rows)
+            cache = Path(a.cache or STUDIES_DIR / studies[0].study_name / "proxy-fidelity.json")
+            rows += rescore(trials, variants, cache, a.device)
+        pooled = f"{len(trials)} retrained trials of {' and '.join(s.study_name for s in studies)}"
+        text += f"Proxy against retrain over {pooled}:\n\n" + table(rows)
     else:
-        text += f"\n(proxy against retrain: {len(trials)} retrained trials, 3 needed, 8 or more to mean much)\n"
+        text += f"(proxy against retrain: {len(trials)} retrained trials, 3 needed, 8 or more to mean much)\n"
     print(text)
     if a.record:
         from nas.bench import cpu_model

@@ -11,12 +11,31 @@
 # STATE (benchmarks/tiny_cifar/, where git keeps the journals, each retrain's history.csv and the
 # checkpoint of a retrain cut short), so commit STATE when a sitting ends, and the next sitting, on
 # any machine, runs this again and goes on where it stopped; finished steps are skipped.
+# To end a sitting without losing work: `bash benchmarks/tiny_cifar.sh stop` starts no new step and
+# stops each running retrain just after its next checkpoint (every 5 epochs); then commit STATE.
 # Knobs (environment): DATA (a --dataset, for a smoke run), RECORD (where results are appended), TRIALS (24 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
 # CONTROL (3 random-sampler trials retrained), RESCORE (proxy sizes for benchmarks/proxy_fidelity.py),
 # LANES (processes side by side, default one per core, each pinned to one thread: on a shared CPU one
 # thread per process beats two threads in one, see RESULTS.md, "the CPU engine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+step() { echo "== $(date '+%F %T') $*"; }
+
+if [ "${1:-}" = stop ]; then
+    pkill -f 'tiny_cifar\.sh$' || true  # the running experiment (not this: its arguments end in stop)
+    pkill -f "xargs .*retrain_one" || true  # no next retrain; the running ones go on to their checkpoint
+    pkill -INT -f "nas search" || true  # a search stops its running trials (they count as interrupted)
+    stamp() { stat -c %Y "$1" 2>/dev/null || echo none; }
+    for p in $(pgrep -f "nas retrain"); do
+        ckpt="$(tr '\0' '\n' < "/proc/$p/cmdline" | grep -A1 -x -- --out | tail -1)/checkpoint.pt"
+        (   before=$(stamp "$ckpt")
+            while kill -0 "$p" 2>/dev/null && [ "$(stamp "$ckpt")" = "$before" ]; do sleep 5; done
+            if kill -INT "$p" 2>/dev/null; then step "stopped the retrain after its checkpoint $ckpt"; fi
+        ) &
+    done
+    wait
+    exit 0
+fi
 DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
 TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
@@ -31,8 +50,6 @@ storage() { echo "journal:$STATE/$1.journal"; }
 # should not repeat them.
 SEARCH=(--space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu
         --proxy-epochs 5 --proxy-subset 0.2 --pruner none --trials "$TRIALS")
-
-step() { echo "== $(date '+%F %T') $*"; }
 
 step "search: TPE and random sampling (the control)"
 tpe=($NAS search "${SEARCH[@]}" --study $TPE --storage "$(storage $TPE)" --seed 0 --record "$RECORD")
@@ -80,9 +97,9 @@ retrain_one() {  # study, name, retrain flags
 export -f retrain_one storage && export NAS STATE DATA EPOCHS
 echo -n "$list" | xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
 
-step "proxy fidelity"
-python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --rescore "$RESCORE" \
-    --cache "$STATE/$TPE/proxy-fidelity.json" --record "$RECORD"
+step "proxy fidelity, over the retrained trials of both searches (one space, one proxy)"
+python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \
+    --storage "$(storage $RANDOM_)" --rescore "$RESCORE" --cache "$STATE/proxy-fidelity.json" --record "$RECORD"
 step "reports"
 $NAS report --study $TPE --storage "$(storage $TPE)"
 $NAS report --study $RANDOM_ --storage "$(storage $RANDOM_)"
