@@ -127,6 +127,7 @@ PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs; what nas use
     "nas search --pruner median": lambda epochs: make_pruner("median", epochs),
     "hyperband, min resource 1": lambda epochs: optuna.pruners.HyperbandPruner(1, epochs, 3),
     "hyperband, min resource 2": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
+    "hyperband, min resource 3": lambda epochs: optuna.pruners.HyperbandPruner(3, epochs, 3),
     "median, after epoch 1": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     "median, after epoch 2": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     "median, after epoch 3": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),

@@ -337,7 +337,7 @@ def _add_search(sub: Any) -> None:
                    help="how configurations are proposed (default %(default)s; tpe is the only one that learns from "
                    "rejected proposals: with gp or nsga2 use --fill-budget)")  # fmt: skip
     p.add_argument("--pruner", choices=PRUNERS, default=D.pruner,
-                   help="how unpromising proxy trainings are stopped early, from 40%% of the proxy's epochs on "
+                   help="how unpromising proxy trainings are stopped early, from 60%% of the proxy's epochs on "
                         "(default %(default)s)")
     p.add_argument("--proxy-epochs", type=int, default=D.proxy_epochs, help="epochs of each proxy training (default %(default)s)")
     p.add_argument("--proxy-subset", type=float, default=D.proxy_subset,

@@ -58,7 +58,7 @@ class SearchConfig:
     study: str | None = None  # None: <space>-<dataset>-<budget>
     storage: str | None = None  # None: sqlite:///studies/<study>.db
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "median"  # the one that kept the best trial in every replayed search (nas.study.first_rung)
     proxy_epochs: int = 5  # chosen for the 20-minute/200-trial target, not yet tuned on a GPU
     proxy_subset: float = 1.0
     val_size: int | None = None  # None: 10% of the training set

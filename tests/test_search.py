@@ -83,11 +83,13 @@ def test_sampler_seeds_differ_by_run_and_worker_and_are_reproducible():
     assert len(seeds) == 5 and sampler_seed(0, 5, 1) == sampler_seed(0, 5, 1)
 
 
-def test_pruners_stop_nothing_before_40_percent_of_the_proxy():
+def test_pruners_stop_nothing_before_60_percent_of_the_proxy():
+    from nas.search import SearchConfig
     from nas.study import first_rung, make_pruner
 
-    assert [first_rung(e) for e in (1, 2, 3, 5, 10)] == [1, 1, 2, 2, 4]
-    assert make_pruner("hyperband", 5)._min_resource == 2 and make_pruner("median", 5)._n_warmup_steps == 2
+    assert [first_rung(e) for e in (1, 2, 3, 5, 10)] == [1, 2, 2, 3, 6]
+    assert make_pruner("hyperband", 5)._min_resource == 3 and make_pruner("median", 5)._n_warmup_steps == 3
+    assert SearchConfig.pruner == "median"
 
 
 def test_over_budget_proposals_never_reach_build_model(here, capsys, monkeypatch):
