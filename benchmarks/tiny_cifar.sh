@@ -70,13 +70,14 @@ fi
 jobs() {
     python3 - "$STATE" "$TPE" "$RANDOM_" "$SPREAD" "$CONTROL" <<'PY'
 import sys
-from nas.study import load_study
+from nas.study import counts, load_study
 from nas.retrain import retrains
 state, tpe, rnd, spread, control = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 def ranked(name, k, how):
     study = load_study(f"journal:{state}/{name}.journal", name)
     done = retrains(study)
-    order = [t.number for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -(t.value or 0)) if t.value is not None]
+    order = [t.number for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -(t.value or 0))
+             if t.value is not None and counts(t)]  # trained trials: no repeat of one
     if how == "spread" and len(order) > k:
         order = [order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)]
     return [(name, f"trial-{n}", f"--trial {n}") for n in order[:k] if f"trial-{n}" not in done], done

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import (FILL_MIN, METRIC, REJECTED, counts, dashboard_command, shown_url, storage_url, trial_arch,
+from nas.study import (FILL_MIN, METRIC, REJECTED, counts, dashboard_command, repeat, shown_url, storage_url, trial_arch,
                        trial_recipe, trial_seconds)  # fmt: skip
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -49,6 +49,11 @@ def trained(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 def rejected(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.user_attrs.get("reason") in REJECTED]
+
+
+def repeats(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Proposals of a configuration trained before: they take its score and train nothing."""
+    return [t for t in trials if repeat(t)]
 
 
 def rejected_words(trials: list[FrozenTrial]) -> str:
@@ -244,6 +249,7 @@ class Progress:
         running = sum(1 for t in trials if t.state == TrialState.RUNNING and counts(t))
         rate = self.rate(done)
         parts = [f"trained {len(done)}/{cfg.trials}", f"rejected {len(rejected(trials))}"]
+        parts += [f"repeats {len(repeats(trials))}"] if repeats(trials) else []
         parts += [f"running {running}"] if with_running else []  # the footer lists them instead
         best = self.best(trials)
         if best:
@@ -282,6 +288,7 @@ class Progress:
             "pruned": sum(t.state == TrialState.PRUNED for t in done),
             "failed": sum(t.state == TrialState.FAIL for t in done),
             "rejected": len(rejected(trials)),
+            "repeats": len(repeats(trials)),
             "proposals": proposals,
             "passed": share,
             "passed_after_50": share_after_50,
@@ -291,7 +298,7 @@ class Progress:
             "gpu_busy_text": self.monitor.describe() if self.monitor and self.monitor.indices else None,
             "top": [{"number": t.number, "val_acc": t.value, "params": t.user_attrs["params"],
                      "macs": t.user_attrs["macs"], "arch": arch_brief(t), "recipe": recipe_brief(t)}
-                    for t in sorted((t for t in trials if t.state == TrialState.COMPLETE),
+                    for t in sorted((t for t in done if t.state == TrialState.COMPLETE),
                                     key=lambda t: -t.value)[:top]],  # fmt: skip
         }
         r = result
@@ -299,8 +306,9 @@ class Progress:
         shares += f" ({share_after_50:.0%} after the first 50)" if share_after_50 is not None else ""
         rate = f", {r['trials_per_hour']:.0f} trials/h" if r["trials_per_hour"] else ""
         busy = f", GPU busy {r['gpu_busy_text']}" if r["gpu_busy_text"] else ""
+        again = f"; {r['repeats']} repeat{'s' * (r['repeats'] != 1)} of trained ones, not trained" if r["repeats"] else ""
         self._print(f"\n{r['trained']} trials trained ({r['pruned']} pruned, {r['failed']} failed); "
-                    f"{rejected_words(trials)}{shares}; {fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
+                    f"{rejected_words(trials)}{shares}{again}; {fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
         if r["top"]:
             self._print(f"top {len(r['top'])} by {METRIC} after {cfg.proxy_epochs} proxy epochs:")
             for t in r["top"]:

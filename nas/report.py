@@ -18,8 +18,8 @@ from nas.arch import ArchSpec
 from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
 from nas.retrain import describe, retrains
-from nas.study import (FILL_MIN, METRIC, STUDIES_DIR, StoredTrial, artifact_dir, study_space, trial_arch, trial_recipe,
-                       trial_seconds)  # fmt: skip
+from nas.study import (FILL_MIN, METRIC, STUDIES_DIR, StoredTrial, artifact_dir, repeat, study_space, trial_arch,
+                       trial_recipe, trial_seconds)  # fmt: skip
 
 COLUMNS = ["name", "trial", "state", "proxy_val_acc", "proxy_epochs", "params", "macs", "retrain_test_acc",
            "retrain_test_acc_tta", "retrain_epochs", "proxy_seconds", "arch", "recipe"]  # fmt: skip
@@ -202,7 +202,8 @@ def _line(fig, x: list[float], y: float, name: str, dash: str) -> None:
 
 
 KINDS = {"over_budget": "rejected: over budget", "over_macs": "rejected: over the MAC limit",
-         "underfilled": f"rejected: under {FILL_MIN:.0%} of the budget"}  # a rejection's legend entry
+         "underfilled": f"rejected: under {FILL_MIN:.0%} of the budget",  # a rejection's legend entry
+         "repeat": "not trained: a repeat of a trained trial"}
 
 
 def budget_check(study: optuna.Study, measure: str = "params"):
@@ -222,7 +223,8 @@ def budget_check(study: optuna.Study, measure: str = "params"):
                 else "running" if t.state == TrialState.RUNNING else "failed"))  # fmt: skip
         groups.setdefault(kind, []).append(t)
     colors = {"trained": "#1f77b4", "pruned": "#ff7f0e", KINDS["over_budget"]: "#d62728", KINDS["over_macs"]: "#9467bd",
-              KINDS["underfilled"]: "#e377c2", "failed": "#7f7f7f", "running": "#2ca02c"}  # fmt: skip
+              KINDS["underfilled"]: "#e377c2", KINDS["repeat"]: "#bcbd22", "failed": "#7f7f7f",
+              "running": "#2ca02c"}  # fmt: skip
     fig = go.Figure()
     numbers = [t.number for ts in groups.values() for t in ts] or [0]
     span = [min(numbers) - 0.5, max(numbers) + 0.5]
@@ -263,7 +265,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
     or None and why there are none."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trial_arch(t)]
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trial_arch(t) and not repeat(t)]
     if len(complete) < MIN_IMPORTANCE_TRIALS:
         return None, f"{len(complete)} complete trial{'s' * (len(complete) != 1)}, {MIN_IMPORTANCE_TRIALS} needed"
     rows = [derived_features(t) for t in complete]

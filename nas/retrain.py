@@ -31,7 +31,7 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space
-from nas.study import (REJECTED, RETRAIN_PREFIX, STUDIES_DIR, artifact_dir, set_study_system_attr, study_space,
+from nas.study import (REJECTED, RETRAIN_PREFIX, STUDIES_DIR, artifact_dir, repeat, set_study_system_attr, study_space,
                        study_system_attrs, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
@@ -79,7 +79,7 @@ def preset_target(name: str, shape: dict[str, int]) -> Target:
 
 
 def best_trials(study: optuna.Study, k: int) -> list[int]:
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not repeat(t)]
     if not complete:
         raise NasError(f"study {study.study_name!r} has no completed trial yet.")
     return [t.number for t in sorted(complete, key=lambda t: -t.value)[:k]]

@@ -18,6 +18,7 @@ vocabulary are the study layer, `nas.study`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import sys
@@ -34,7 +35,8 @@ from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import DEFAULT_SPACE, Space, load_space
 from nas.study import (ARCH_KEY, FILL_MIN, METRIC, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
-                       make_pruner, make_sampler, open_search_study, storage_url, undecided)  # fmt: skip
+                       make_pruner, make_sampler, open_search_study, storage_url, trial_arch, trial_recipe,
+                       undecided)  # fmt: skip
 
 # Longest wait for a lower-numbered trial to decide whether it trains. Live ones decide in
 # milliseconds and dead ones are failed as stale within STALE_S; this only ends a wait on a queued
@@ -102,6 +104,19 @@ def claim_slot(study: optuna.Study, trial: optuna.Trial, n: int, on_wait: Callab
         time.sleep(0.05)
 
 
+def trained_twin(study: optuna.Study, spec, recipe) -> FrozenTrial | None:
+    """A trial that trained this very network and recipe to the end, if any. Once TPE has narrowed
+    a small space it proposes trained configurations again (the tiny CIFAR-10 search trained one
+    three times: benchmarks/RESULTS.md, 2026-11-30)."""
+    arch, rec = _plain(spec.to_dict()), _plain(recipe.to_dict())
+    return next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if counts(t) and _plain(trial_arch(t)) == arch and _plain(trial_recipe(t)) == rec), None)  # fmt: skip
+
+
+def _plain(d: dict[str, Any] | None) -> Any:
+    return json.loads(json.dumps(d))  # as stored: tuples become lists
+
+
 def slots_taken(trials: list[FrozenTrial]) -> int:
     return sum(counts(t) or undecided(t) for t in trials)
 
@@ -130,7 +145,7 @@ class Worker:
     def run(self) -> None:
         heartbeat = Heartbeat()
         deadline = time.monotonic() + self.cfg.timeout if self.cfg.timeout else math.inf
-        rejected_in_a_row = errors_in_a_row = 0
+        rejected_in_a_row = repeats_in_a_row = errors_in_a_row = 0
         try:
             while time.monotonic() < deadline:
                 self.liveness.fail_stale(self.study)
@@ -157,10 +172,17 @@ class Worker:
                     self.on_trial_end()
                 attrs = StoredTrial.of(self.study, trial).user_attrs()
                 reason = attrs.get("reason")
-                rejected_in_a_row = rejected_in_a_row + 1 if reason in REJECTED else 0
+                untrained = reason in (*REJECTED, "repeat")  # proposed, and nothing learnt from training
+                rejected_in_a_row = rejected_in_a_row + 1 if untrained else 0
+                repeats_in_a_row = repeats_in_a_row + (reason == "repeat") if untrained else 0
                 errors_in_a_row = errors_in_a_row + 1 if reason == "error" else 0
                 if reason == "trial_limit":
                     return
+                if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW and repeats_in_a_row > rejected_in_a_row / 2:
+                    raise NasError(f"the sampler proposed {rejected_in_a_row} configurations in a row and none was new: "
+                                   f"{repeats_in_a_row} had been trained already, the rest were over a limit or invalid; "
+                                   f"it finds nothing new worth training in this space: widen it or ask for fewer "
+                                   f"trials.")  # fmt: skip
                 if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
                     raise NasError(
                         f"the sampler proposed {rejected_in_a_row} configurations in a row that were over the "
@@ -248,6 +270,14 @@ class Worker:
             explain(trial, f"**Rejected before training**: {share} at the widest fit; `--fill-budget` trains only "
                            f"networks that use {FILL_MIN:.0%} of it or more.")  # fmt: skip
             raise optuna.TrialPruned(f"{params:,} parameters, under {FILL_MIN:.0%} of the budget at any width")
+        twin = trained_twin(self.study, spec, recipe)
+        if twin is not None:  # the seeded proxy would score it alike: tell the sampler, train nothing
+            trial.set_user_attr("reason", "repeat")
+            trial.set_user_attr("repeat_of", twin.number)
+            explain(trial, f"**Not trained**: the same network and recipe as trial {twin.number}, which was "
+                           f"trained; it takes that trial's score, so the sampler learns it again, and holds no "
+                           f"`--trials` slot.")  # fmt: skip
+            return twin.value
         if not claim_slot(self.study, trial, cfg.trials, on_wait=lambda: self.liveness.fail_stale(self.study)):
             trial.set_user_attr("reason", "trial_limit")
             raise TrialLimit

@@ -267,6 +267,11 @@ def counts(t: FrozenTrial) -> bool:
     return bool(t.user_attrs.get("counted")) and t.user_attrs.get("reason") not in NOT_COUNTED
 
 
+def repeat(t: FrozenTrial) -> bool:
+    """A proposal of a configuration trained before: it took that trial's score and trained nothing."""
+    return t.user_attrs.get("reason") == "repeat"
+
+
 def undecided(t: FrozenTrial) -> bool:
     """Not yet known whether it trains: RUNNING before its budget check, or a queued retry."""
     if t.state == TrialState.WAITING:

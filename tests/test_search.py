@@ -225,6 +225,35 @@ def test_bad_space_file_names_file_and_key(here, capsys):
     assert code == 2 and "bad.yaml: arch.width: Optuna refuses this distribution: `low <= high` must hold" in err
 
 
+TWO_NETS = "arch:\n  stages: 1\n  blocks: 1\n  channels: {choice: [8, 16]}\n"
+
+
+def test_a_repeated_proposal_takes_its_twins_score_and_trains_nothing(here, capsys, monkeypatch):
+    (here / "two.yaml").write_text(TWO_NETS)
+    trainings = []
+    real_fit = nas.train.fit
+    monkeypatch.setattr(nas.train, "fit", lambda spec, *a, **k: trainings.append(spec.channels) or real_fit(spec, *a, **k))
+    code, out, _ = search(capsys, "--space", "two.yaml", "--sampler", "random", "--pruner", "none", "--trials", "2")
+    trials = study_of("two-synthetic-5M").trials
+    trained = [t for t in trials if counts(t)]
+    repeats = [t for t in trials if t.user_attrs.get("reason") == "repeat"]
+    assert code == 0 and sorted(trainings) == [(8,), (16,)] and len(trained) == 2  # each net trained once
+    assert repeats and f"{len(repeats)} repeat" in out
+    for t in repeats:
+        twin = trials[t.user_attrs["repeat_of"]]
+        assert t.state == TrialState.COMPLETE and t.value == twin.value and not t.intermediate_values
+        assert trial_arch(t) == trial_arch(twin) and twin in trained
+
+
+def test_a_space_with_nothing_new_to_train_stops_and_says_so(here, capsys, monkeypatch):
+    monkeypatch.setattr("nas.search.MAX_REJECTED_IN_A_ROW", 5)
+    (here / "two.yaml").write_text(TWO_NETS)
+    search(capsys, "--space", "two.yaml", "--sampler", "random", "--pruner", "none", "--trials", "2")
+    code, _, err = search(capsys, "--space", "two.yaml", "--sampler", "random", "--pruner", "none", "--trials", "3")
+    assert code == 2 and "none was new" in err and "widen it or ask for fewer trials" in err
+    assert sum(counts(t) for t in study_of("two-synthetic-5M").trials) == 2  # what was stored is intact
+
+
 # ------------------------------------------------------------------------------ the slot protocol
 
 
@@ -286,8 +315,10 @@ def spawn(here, *args):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
-# One fixed net whose trials last ~3 s on two cores: long enough to signal mid-training.
-STEADY_SPACE = "arch:\n  stages: 1\n  blocks: 1\n  channels: 16\nrecipe:\n  batch_size: 64\n  epochs: 12\n"
+# One net whose trials last ~3 s on two cores: long enough to signal mid-training. The learning
+# rate varies only so that no proposal repeats a trained one (a repeat is not trained).
+STEADY_SPACE = ("arch:\n  stages: 1\n  blocks: 1\n  channels: 16\n"
+                "recipe:\n  batch_size: 64\n  epochs: 12\n  lr: {float: [0.01, 0.1]}\n")  # fmt: skip
 
 
 def steady_args(here, study):
