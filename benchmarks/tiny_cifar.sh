@@ -40,6 +40,7 @@ DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacke
 TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
 STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
+mkdir -p "$STATE"
 NAS=${NAS:-nas}
 LANES=${LANES:-$(nproc)}
 if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
@@ -51,17 +52,28 @@ storage() { echo "journal:$STATE/$1.journal"; }
 SEARCH=(--space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu
         --proxy-epochs 5 --proxy-subset 0.2 --pruner none --trials "$TRIALS")
 
-step "search: TPE and random sampling (the control)"
-tpe=($NAS search "${SEARCH[@]}" --study $TPE --storage "$(storage $TPE)" --seed 0 --record "$RECORD")
-random=($NAS search "${SEARCH[@]}" --study $RANDOM_ --storage "$(storage $RANDOM_)" --sampler random --seed 1
-        --record "$RECORD")
-if [ "$LANES" -gt 1 ]; then  # side by side, equal cost
-    "${tpe[@]}" & a=$!
-    "${random[@]}" & b=$!
-    failed=0; wait $a || failed=$?; wait $b || failed=$?  # both finish; either failing stops here
-    [ "$failed" -eq 0 ]
-else
+trained() {  # trials a study has trained (0 before it exists)
+    python3 -c "import sys; from nas.study import counts, load_study
+try: print(sum(map(counts, load_study(sys.argv[1], sys.argv[2]).get_trials(deepcopy=False))))
+except Exception: print(0)" "$(storage "$1")" "$1"
+}
+search_both() {
+    local tpe=($NAS search "${SEARCH[@]}" --study $TPE --storage "$(storage $TPE)" --seed 0 --record "$RECORD")
+    local random=($NAS search "${SEARCH[@]}" --study $RANDOM_ --storage "$(storage $RANDOM_)" --sampler random
+                  --seed 1 --record "$RECORD")
+    if [ "$LANES" -gt 1 ]; then  # side by side, equal cost
+        "${tpe[@]}" & local a=$!
+        "${random[@]}" & local b=$!
+        local failed=0; wait $a || failed=$?; wait $b || failed=$?  # both finish; either failing stops here
+        return "$failed"
+    fi
     "${tpe[@]}" && "${random[@]}"
+}
+if [ "$(trained $TPE)" -ge "$TRIALS" ] && [ "$(trained $RANDOM_)" -ge "$TRIALS" ]; then
+    step "search: both studies hold $TRIALS trained trials already"  # a rerun would --record an empty search
+else
+    step "search: TPE and random sampling (the control)"
+    search_both
 fi
 
 # What to retrain, each skipped if its retrain is already stored: the preset, then SPREAD trials of
