@@ -30,7 +30,12 @@ if [ "${1:-}" = stop ]; then
         ckpt="$(tr '\0' '\n' < "/proc/$p/cmdline" | grep -A1 -x -- --out | tail -1)/checkpoint.pt"
         (   before=$(stamp "$ckpt")
             while kill -0 "$p" 2>/dev/null && [ "$(stamp "$ckpt")" = "$before" ]; do sleep 5; done
-            if kill -INT "$p" 2>/dev/null; then step "stopped the retrain after its checkpoint $ckpt"; fi
+            if kill -0 "$p" 2>/dev/null && python3 -c "import sys; from nas.train import checkpoint_progress
+done, total = checkpoint_progress(sys.argv[1]); sys.exit(done == total)" "$ckpt"; then
+                kill -INT "$p" 2>/dev/null && step "stopped the retrain after its checkpoint $ckpt"
+            else  # its last epoch was that checkpoint: it is testing and storing, let it finish
+                while kill -0 "$p" 2>/dev/null; do sleep 5; done
+            fi
         ) &
     done
     wait
