@@ -21,10 +21,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { echo "== $(date '+%F %T') $*"; }
 
-if [ "${1:-}" = stop ]; then
+if [ "${1:-}" = stop ]; then  # SIGTERM, not SIGINT: a job started with & (nohup) ignores SIGINT
     pkill -f 'tiny_cifar\.sh$' || true  # the running experiment (not this: its arguments end in stop)
     pkill -f "xargs .*retrain_one" || true  # no next retrain; the running ones go on to their checkpoint
-    pkill -INT -f "nas search" || true  # a search stops its running trials (they count as interrupted)
+    pkill -TERM -f "nas search" || true  # a search stops its running trials (they count as interrupted)
     stamp() { stat -c %Y "$1" 2>/dev/null || echo none; }
     for p in $(pgrep -f "nas retrain"); do
         ckpt="$(tr '\0' '\n' < "/proc/$p/cmdline" | grep -A1 -x -- --out | tail -1)/checkpoint.pt"
@@ -32,7 +32,7 @@ if [ "${1:-}" = stop ]; then
             while kill -0 "$p" 2>/dev/null && [ "$(stamp "$ckpt")" = "$before" ]; do sleep 5; done
             if kill -0 "$p" 2>/dev/null && python3 -c "import sys; from nas.train import checkpoint_progress
 done, total = checkpoint_progress(sys.argv[1]); sys.exit(done == total)" "$ckpt"; then
-                kill -INT "$p" 2>/dev/null && step "stopped the retrain after its checkpoint $ckpt"
+                kill -TERM "$p" 2>/dev/null && step "stopped the retrain after its checkpoint $ckpt"
             else  # its last epoch was that checkpoint: it is testing and storing, let it finish
                 while kill -0 "$p" 2>/dev/null; do sleep 5; done
             fi

@@ -1,6 +1,7 @@
 import csv
 import json
 import re
+import signal
 
 import numpy as np
 import optuna
@@ -59,7 +60,12 @@ def dashboard(here):
 
 def test_retrain_writes_files_results_and_artifacts(here, capsys, http_get):
     number = complete_trials()[0]
-    assert main(["retrain", "--trial", str(number), "--epochs", "2"]) == 0
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert main(["retrain", "--trial", str(number), "--epochs", "2"]) == 0
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler  # a kill stops it as Ctrl-C does
+    finally:
+        signal.signal(signal.SIGTERM, before)
     out = capsys.readouterr().out
     assert f"study {STUDY} in studies/{STUDY}.db (the only one)" in out
     assert f"optuna-dashboard sqlite:///studies/{STUDY}.db --artifact-dir studies/{STUDY}/artifacts" in out
