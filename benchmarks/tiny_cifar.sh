@@ -20,13 +20,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { echo "== $(date '+%F %T') $*"; }
+STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
 
 if [ "${1:-}" = stop ]; then  # SIGTERM, not SIGINT: a job started with & (nohup) ignores SIGINT
     pkill -f 'tiny_cifar\.sh$' || true  # the running experiment (not this: its arguments end in stop)
     pkill -f "xargs .*retrain_one" || true  # no next retrain; the running ones go on to their checkpoint
-    pkill -TERM -f "nas search" || true  # a search stops its running trials (they count as interrupted)
+    pkill -TERM -f "nas search .*journal:$STATE/" || true  # a search stops its trials (they count as interrupted)
     stamp() { stat -c %Y "$1" 2>/dev/null || echo none; }
-    for p in $(pgrep -f "nas retrain"); do
+    for p in $(pgrep -f "nas retrain .*--out $STATE/"); do  # this experiment's retrains, no other
         ckpt="$(tr '\0' '\n' < "/proc/$p/cmdline" | grep -A1 -x -- --out | tail -1)/checkpoint.pt"
         (   before=$(stamp "$ckpt")
             while kill -0 "$p" 2>/dev/null && [ "$(stamp "$ckpt")" = "$before" ]; do sleep 5; done
@@ -44,7 +45,6 @@ fi
 DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
 TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
-STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
 mkdir -p "$STATE"
 NAS=${NAS:-nas}
 LANES=${LANES:-$(nproc)}

@@ -248,8 +248,9 @@ class Progress:
         done = trained(trials)
         running = sum(1 for t in trials if t.state == TrialState.RUNNING and counts(t))
         rate = self.rate(done)
+        again = len(repeats(trials))
         parts = [f"trained {len(done)}/{cfg.trials}", f"rejected {len(rejected(trials))}"]
-        parts += [f"repeats {len(repeats(trials))}"] if repeats(trials) else []
+        parts += [f"repeats {again}"] if again else []
         parts += [f"running {running}"] if with_running else []  # the footer lists them instead
         best = self.best(trials)
         if best:
