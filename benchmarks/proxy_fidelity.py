@@ -18,7 +18,7 @@ are replayed in trial order through each pruner, and what it would have stopped 
 what the unpruned search found: epochs saved, whether the best trials survive, and how the pruned
 search's ranking agrees with the full proxy's (over every trained trial) and with the retrains.
 
-    python benchmarks/proxy_fidelity.py --study tiny-tpe [--rescore 0.1:3,0.2:5,0.5:5] [--record benchmarks/RESULTS.md]
+    python benchmarks/proxy_fidelity.py --study tiny-tpe [--rescore 0.1:3,0.2:5,0.5:5 --lanes 2] [--record benchmarks/RESULTS.md]
     python benchmarks/proxy_fidelity.py --study a --storage journal:a.journal --study b --storage journal:b.journal
 """
 
@@ -81,41 +81,82 @@ def baseline_rows(trials: list) -> list[dict]:
             for key in ("params", "macs")]  # fmt: skip
 
 
-def rescore(trials: list, variants: list[tuple[float, int]], cache: Path, device: str) -> list[dict]:
-    """Train each configuration again as a proxy of each size; results cached per (variant, study/trial)."""
-    from nas.data import load_dataset, validation_split
+def rescore(trials: list, variants: list[tuple[float, int]], cache: Path, device: str, lanes: int = 1) -> list[dict]:
+    """Train each configuration again as a proxy of each size, `lanes` trainings side by side (each in
+    its own process with its share of the cores); results cached per (variant, study/trial) as they
+    come, so a stopped run loses at most the trainings in flight."""
     from nas.retrain import trial_target
-    from nas.train import fit
 
     done = json.loads(cache.read_text()) if cache.exists() else {}
     attrs = trials[0].study.user_attrs  # one proxy: main() checked that the studies agree
-    ds = load_dataset(attrs["dataset"])
-    split_info = attrs["split"]
+    shape = None
+    jobs = {}  # (variant key, trial name): what proxy_score trains
+    for subset, epochs in variants:
+        for t in trials:
+            if name(t) not in done.get(f"{subset:g}:{epochs}", {}):
+                if shape is None:
+                    from nas.data import load_dataset
+
+                    shape = load_dataset(attrs["dataset"]).shape
+                target = trial_target(t.study, t.number, shape)
+                jobs[f"{subset:g}:{epochs}", name(t)] = (attrs["dataset"], attrs["split"], subset, target.spec,
+                                                        target.recipe.compressed(epochs), device)  # fmt: skip
+    for (key, trial), result in _run(jobs, lanes):
+        done.setdefault(key, {})[trial] = result
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(done, indent=1))
+        print(f"  {key} {trial}: val {result['val_acc']:.4f} in {result['seconds']:.0f} s", flush=True)
     rows = []
     for subset, epochs in variants:
-        key = f"{subset}:{epochs}"
-        split = None
-        for t in trials:
-            if name(t) in done.get(key, {}):
-                continue
-            if split is None:
-                split = validation_split(ds, split_info["val_size"], split_info["seed"], subset).to(device)
-            target = trial_target(t.study, t.number, ds.shape)
-            start = time.perf_counter()
-            result = fit(target.spec, target.recipe.compressed(epochs), split, device=device)
-            seconds = time.perf_counter() - start
-            done.setdefault(key, {})[name(t)] = {"val_acc": result.final.get("val_acc", 0.0), "seconds": seconds,
-                                                       "status": result.status}  # fmt: skip
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(done, indent=1))
-            print(f"  {key} {name(t)}: val {done[key][name(t)]['val_acc']:.4f} in {seconds:.0f} s", flush=True)
-        got = done.get(key, {})
+        got = done.get(f"{subset:g}:{epochs}", {})
         scored = [t for t in trials if name(t) in got]
         tau, rho = rank_corr([got[name(t)]["val_acc"] for t in scored], [t.retrain_acc for t in scored])
         rows.append({"proxy": f"re-scored: {subset:g} of the split, {epochs} epochs", "trials": len(scored),
                      "kendall": tau, "spearman": rho,
                      "seconds": sum(got[name(t)]["seconds"] for t in scored) / len(scored)})  # fmt: skip
     return rows
+
+
+def _run(jobs: dict, lanes: int):
+    """(job key, proxy_score's result) for each job, as each finishes."""
+    if lanes <= 1 or len(jobs) <= 1:
+        for key, args in jobs.items():
+            yield key, proxy_score(*args)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawned, not forked: this process has used torch's thread pool, which a fork would inherit broken
+    with ProcessPoolExecutor(min(lanes, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_share_cores, initargs=(lanes,)) as pool:  # fmt: skip
+        futures = {pool.submit(proxy_score, *args): key for key, args in jobs.items()}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _share_cores(lanes: int) -> None:
+    import torch
+
+    from nas.device import threads_per_worker
+
+    torch.set_num_threads(threads_per_worker(lanes))
+
+
+_datasets: dict = {}  # per process: a lane trains many proxies on one dataset
+
+
+def proxy_score(dataset: str, split_info: dict, subset: float, spec, recipe, device: str) -> dict:
+    """One proxy training of `spec` with `recipe` on `subset` of the study's own training split,
+    scored on its validation split: what a search of that proxy size would have stored."""
+    from nas.data import load_dataset, validation_split
+    from nas.train import fit
+
+    if dataset not in _datasets:
+        _datasets[dataset] = load_dataset(dataset)
+    split = validation_split(_datasets[dataset], split_info["val_size"], split_info["seed"], subset).to(device)
+    start = time.perf_counter()
+    result = fit(spec, recipe, split, device=device)
+    return {"val_acc": result.final.get("val_acc", 0.0), "seconds": time.perf_counter() - start, "status": result.status}
 
 
 def name(t) -> str:
@@ -212,6 +253,8 @@ def main() -> None:
     p.add_argument("--storage", action="append", help="its storage URL (default studies/<study>.db); one per --study")
     p.add_argument("--rescore", default="", help="proxy sizes to re-score, e.g. 0.1:3,0.5:5 (fraction:epochs)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--lanes", type=int, default=1, help="re-scoring trainings side by side, each in its own process "
+                   "with its share of the cores (on a CPU, one per core trains fastest)")
     p.add_argument("--record", help="append the table to this Markdown file")
     p.add_argument("--cache", help="re-scored proxies kept here, so a rerun trains none twice "
                    "(default studies/<first study>/proxy-fidelity.json)")
@@ -248,7 +291,7 @@ def main() -> None:
         rows = curve_rows(trials) + baseline_rows(trials)
         if variants:
             cache = Path(a.cache or STUDIES_DIR / studies[0].study_name / "proxy-fidelity.json")
-            rows += rescore(trials, variants, cache, a.device)
+            rows += rescore(trials, variants, cache, a.device, a.lanes)
         pooled = f"{len(trials)} retrained trials of {' and '.join(s.study_name for s in studies)}"
         text += f"Proxy against retrain over {pooled}:\n\n" + table(rows)
     else:

@@ -14,7 +14,7 @@
 # To end a sitting without losing work: `bash benchmarks/tiny_cifar.sh stop` starts no new step and
 # stops each running retrain just after its next checkpoint (every 5 epochs); then commit STATE.
 # Knobs (environment): DATA (a --dataset, for a smoke run), RECORD (where results are appended), TRIALS (24 per sampler), EPOCHS (30 per retrain), SPREAD (8 TPE trials retrained),
-# CONTROL (3 random-sampler trials retrained), RESCORE (proxy sizes for benchmarks/proxy_fidelity.py),
+# CONTROL (the random sampler's 2 best by proxy retrained), RESCORE (proxy sizes for benchmarks/proxy_fidelity.py),
 # LANES (processes side by side, default one per core, each pinned to one thread: on a shared CPU one
 # thread per process beats two threads in one, see RESULTS.md, "the CPU engine").
 set -euo pipefail
@@ -43,7 +43,7 @@ done, total = checkpoint_progress(sys.argv[1]); sys.exit(done == total)" "$ckpt"
     exit 0
 fi
 DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
-TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-3}
+TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-2}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
 mkdir -p "$STATE"
 NAS=${NAS:-nas}
@@ -117,7 +117,7 @@ echo -n "$list" | xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
 
 step "proxy fidelity, over the retrained trials of both searches (one space, one proxy)"
 python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \
-    --storage "$(storage $RANDOM_)" --rescore "$RESCORE" --cache "$STATE/proxy-fidelity.json" --record "$RECORD"
+    --storage "$(storage $RANDOM_)" --rescore "$RESCORE" --lanes "$LANES" --cache "$STATE/proxy-fidelity.json" --record "$RECORD"
 step "reports"
 $NAS report --study $TPE --storage "$(storage $TPE)"
 $NAS report --study $RANDOM_ --storage "$(storage $RANDOM_)"
