@@ -36,7 +36,8 @@ ACCURACY_RUN = dict(optimizer="sgd-nesterov", lr=0.2, momentum=0.9, weight_decay
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({cpu_model()}, {threads} thread{'' if threads == 1 else 's'})"
 
 
 def cpu_model() -> str:

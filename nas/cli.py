@@ -488,8 +488,8 @@ def run_retrain(args: argparse.Namespace) -> int:
     from nas.data import load_dataset
     from nas.liveness import terminate_as_interrupt
     from nas.report import write_note
-    from nas.study import dashboard_command
     from nas.space import load_preset
+    from nas.study import dashboard_command
 
     terminate_as_interrupt()  # kill, a scheduler's stop: said and resumable like Ctrl-C (which a background job ignores)
     if args.epochs is not None and args.epochs < 1:
