@@ -192,6 +192,11 @@ def accuracy_vs(study: optuna.Study, df, measure: str = "params"):
                         name=f"{limit_name} {limit:,}", hoverinfo="skip")  # fmt: skip
     fig.update_layout(title=f"{study.study_name}: accuracy vs {axis}", xaxis_title=f"{axis} (log scale)",
                       yaxis_title="accuracy", xaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
+    xs = [*scored[measure], *retrained[measure], *([limit] if limit else [])]
+    if xs:  # padded: autorange puts the limit, usually the largest x, on the axis frame, where it is lost
+        lo, hi = math.log10(min(xs)), math.log10(max(xs))
+        pad = 0.05 * (hi - lo) or 0.1
+        fig.update_xaxes(range=[lo - pad, hi + pad])  # a log axis takes its range in log10 units
     return fig
 
 

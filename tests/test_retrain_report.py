@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import re
 import signal
 
@@ -367,6 +368,8 @@ def test_under_a_mac_limit_the_figures_show_macs_and_a_preset_over_it_is_flagged
     fig = accuracy_vs(study, df, "macs")
     traces = {t.name: t for t in fig.data}
     assert list(traces["MAC limit 1,000,000"].x) == [1_000_000, 1_000_000]
+    lo, hi = fig.layout.xaxis.range  # the limit inside the frame, not on it
+    assert lo < math.log10(df["macs"].min()) and math.log10(max(df["macs"].max(), 1_000_000)) < hi
     assert sorted(traces["proxy_val_acc (complete)"].x) == sorted(df.query("state == 'complete'")["macs"])
     assert "MACs" in fig.layout.xaxis.title.text
     check = {t.name: t for t in budget_check(study, "macs").data}
