@@ -47,7 +47,7 @@ TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
 mkdir -p "$STATE"
 NAS=${NAS:-nas}
-LANES=${LANES:-$(nproc)}
+LANES=${LANES:-$(env -u OMP_NUM_THREADS nproc)}  # nproc alone counts OMP_NUM_THREADS, not cores
 if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
 TPE=tiny-arch-tpe RANDOM_=tiny-arch-random
 storage() { echo "journal:$STATE/$1.journal"; }

@@ -541,7 +541,7 @@ def run_report(args: argparse.Namespace) -> int:
     import textwrap
     from pathlib import Path
 
-    from nas.report import console_table, legend, report
+    from nas.report import console_table, fidelity_line, legend, report
 
     study, _ = open_study(args)
     r = report(study, Path(args.out) if args.out else None)
@@ -558,10 +558,9 @@ def run_report(args: argparse.Namespace) -> int:
         print(textwrap.fill(legend(table.splitlines()[0].split()), width))
     if r["fidelity"]:
         f = r["fidelity"]
-        print(f"proxy fidelity over {f['trials']} retrained trials: Kendall tau {f['kendall_tau']:.3f}, "
-              f"Spearman {f['spearman']:.3f}")  # fmt: skip
-        if f["warning"]:
-            print(f"warning: {f['warning']}", file=sys.stderr)
+        print(f"proxy fidelity over {f['trials']} retrained trials: {fidelity_line(f)}")
+        for warning in f["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
     for what, why in r["skipped"].items():
         print(f"no {what}: {why}")
     print(f"wrote leaderboard.csv, leaderboard.md and {', '.join(r['figures'])} to {r['dir']}")

@@ -223,20 +223,25 @@ def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     assert {r["state"] for r in rows} == {"complete", "preset"}
 
 
-def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain():
+def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain_against_the_params_baseline():
     import pandas as pd
 
     from nas.report import fidelity
 
     df = pd.DataFrame({"trial": [0, 1, 2, 3, None, 5], "proxy_val_acc": [0.1, 0.2, 0.3, 0.4, None, 0.9],
                        "retrain_test_acc": [0.5, 0.7, 0.6, 0.9, 0.95, 0.1], "retrain_epochs": [30, 30, 30, 30, 200, 30],
-                       "state": ["complete"] * 4 + ["preset", "pruned"]})  # fmt: skip
+                       "params": [4, 3, 2, 1, 9, 5], "state": ["complete"] * 4 + ["preset", "pruned"]})  # fmt: skip
     f = fidelity(df)  # a preset has no proxy score; a pruned trial's is from fewer epochs
     assert f["trials"] == 4 and f["spearman"] == pytest.approx(0.8) and f["kendall_tau"] == pytest.approx(2 / 3)
-    assert f["retrain_epochs"] == [30] and f["warning"] is None
+    assert f["params_kendall_tau"] == pytest.approx(-2 / 3)  # the bigger nets retrained worse here
+    assert f["retrain_epochs"] == [30] and f["warnings"] == []
     assert fidelity(df.head(2)) is None
     df.loc[3, "retrain_epochs"] = 10
-    assert "differ in length (10, 30 epochs)" in fidelity(df)["warning"]
+    assert "differ in length (10, 30 epochs)" in fidelity(df)["warnings"][0]
+    df["params"] = [1, 3, 2, 4, 9, 5]  # now the count ranks them exactly as their retrains
+    f = fidelity(df)
+    assert f["params_kendall_tau"] == pytest.approx(1.0)
+    assert "parameter count alone ranks these retrains better than the proxy does (Kendall tau 1.000 against 0.667)" in f["warnings"][1]
 
 
 def test_predict_writes_a_correct_csv(here, capsys):
