@@ -90,8 +90,8 @@ def fidelity(df) -> dict[str, Any] | None:
                         f"higher whatever their proxy said; retrain them alike (nas retrain --epochs N --replace)")  # fmt: skip
     if kendall["params"] > kendall["proxy_val_acc"]:
         warnings.append(f"the parameter count alone ranks these retrains better than the proxy does (Kendall tau "
-                        f"{kendall['params']:.3f} against {kendall['proxy_val_acc']:.3f}): a longer proxy "
-                        f"(--proxy-epochs, --proxy-subset) or --fill-budget, which leaves the proxy only the shape to rank")  # fmt: skip
+                        f"{kendall['params']:.3f} against {kendall['proxy_val_acc']:.3f}): retrain the largest trials "
+                        f"too, not only the proxy's best, and try a longer proxy (--proxy-epochs, --proxy-subset)")  # fmt: skip
     return {"trials": len(both), "kendall_tau": float(kendall["proxy_val_acc"]), "spearman": float(spearman["proxy_val_acc"]),
             "params_kendall_tau": float(kendall["params"]), "retrain_epochs": lengths, "warnings": warnings}  # fmt: skip
 
