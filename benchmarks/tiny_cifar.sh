@@ -119,5 +119,5 @@ step "proxy fidelity, over the retrained trials of both searches (one space, one
 python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \
     --storage "$(storage $RANDOM_)" --rescore "$RESCORE" --lanes "$LANES" --cache "$STATE/proxy-fidelity.json" --record "$RECORD"
 step "reports"
-$NAS report --study $TPE --storage "$(storage $TPE)"
-$NAS report --study $RANDOM_ --storage "$(storage $RANDOM_)"
+$NAS report --study $TPE --storage "$(storage $TPE)" --out "$STATE/$TPE/report"
+$NAS report --study $RANDOM_ --storage "$(storage $RANDOM_)" --out "$STATE/$RANDOM_/report"

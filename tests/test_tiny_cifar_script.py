@@ -4,6 +4,7 @@ reports; then a rerun, which finds every step done and trains nothing."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,14 +12,20 @@ from pathlib import Path
 from nas.retrain import retrains
 from nas.study import load_study
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tiny_cifar.sh"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run_experiment(tmp_path: Path) -> str:
+    """The script from a copy in tmp_path/benchmarks: it works from the folder above its own (studies/,
+    the retrains' artifacts), which must not be this checkout."""
+    script = tmp_path / "benchmarks" / "tiny_cifar.sh"
+    script.parent.mkdir(exist_ok=True)
+    for name in ("tiny_cifar.sh", "proxy_fidelity.py"):
+        shutil.copy(BENCHMARKS / name, script.parent / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # this venv's nas, python3
            "DATA": "synthetic:200", "STATE": str(tmp_path / "state"), "RECORD": str(tmp_path / "R.md"), "TRIALS": "3",
            "EPOCHS": "1", "SPREAD": "2", "CONTROL": "1", "RESCORE": "0.5:1", "LANES": "2"}  # fmt: skip
-    done = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -40,6 +47,9 @@ def test_the_experiment_runs_to_its_end_and_a_rerun_trains_nothing(tmp_path):
     record = (tmp_path / "R.md").read_text()
     assert "Proxy against retrain over 3 retrained trials of tiny-arch-tpe and tiny-arch-random" in record
     assert record.count("`nas search --space micro-arch") == 2 and record.count("--sampler random --seed 1") == 1
+    for study in ("tiny-arch-tpe", "tiny-arch-random"):  # the reports beside the experiment's state
+        assert (state / study / "report" / "leaderboard.csv").stat().st_size > 0
+    assert not (tmp_path / "studies" / "tiny-arch-tpe" / "report").exists()
     assert "retrain 4, 2 at a time" in out
 
     again = run_experiment(tmp_path)
