@@ -25,6 +25,7 @@ search's ranking agrees with the full proxy's (over every trained trial) and wit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -89,18 +90,14 @@ def rescore(trials: list, variants: list[tuple[float, int]], cache: Path, device
 
     done = json.loads(cache.read_text()) if cache.exists() else {}
     attrs = trials[0].study.user_attrs  # one proxy: main() checked that the studies agree
-    shape = None
+    split = (attrs["dataset"], attrs["split"]["val_size"], attrs["split"]["seed"])
     jobs = {}  # (variant key, trial name): what proxy_score trains
     for subset, epochs in variants:
         for t in trials:
-            if name(t) not in done.get(f"{subset:g}:{epochs}", {}):
-                if shape is None:
-                    from nas.data import load_dataset
-
-                    shape = load_dataset(attrs["dataset"]).shape
-                target = trial_target(t.study, t.number, shape)
-                jobs[f"{subset:g}:{epochs}", name(t)] = (attrs["dataset"], attrs["split"], subset, target.spec,
-                                                        target.recipe.compressed(epochs), device)  # fmt: skip
+            if name(t) not in done.get(variant_key(subset, epochs), {}):
+                target = trial_target(t.study, t.number, dataset(attrs["dataset"]).shape)
+                jobs[variant_key(subset, epochs), name(t)] = (*split, subset, target.spec,
+                                                               target.recipe.compressed(epochs), device)  # fmt: skip
     for (key, trial), result in _run(jobs, lanes):
         done.setdefault(key, {})[trial] = result
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +105,7 @@ def rescore(trials: list, variants: list[tuple[float, int]], cache: Path, device
         print(f"  {key} {trial}: val {result['val_acc']:.4f} in {result['seconds']:.0f} s", flush=True)
     rows = []
     for subset, epochs in variants:
-        got = done.get(f"{subset:g}:{epochs}", {})
+        got = done.get(variant_key(subset, epochs), {})
         scored = [t for t in trials if name(t) in got]
         tau, rho = rank_corr([got[name(t)]["val_acc"] for t in scored], [t.retrain_acc for t in scored])
         rows.append({"proxy": f"re-scored: {subset:g} of the split, {epochs} epochs", "trials": len(scored),
@@ -142,18 +139,30 @@ def _share_cores(lanes: int) -> None:
     torch.set_num_threads(threads_per_worker(lanes))
 
 
-_datasets: dict = {}  # per process: a lane trains many proxies on one dataset
+def variant_key(subset: float, epochs: int) -> str:
+    return f"{subset:g}:{epochs}"
 
 
-def proxy_score(dataset: str, split_info: dict, subset: float, spec, recipe, device: str) -> dict:
+@functools.cache  # per process: a lane (or this process) trains many proxies on one dataset
+def dataset(data_name: str):
+    from nas.data import load_dataset
+
+    return load_dataset(data_name)
+
+
+@functools.lru_cache(maxsize=1)  # the jobs come variant by variant: one split at a time
+def proxy_split(data_name: str, val_size: int, seed: int, subset: float, device: str):
+    from nas.data import validation_split
+
+    return validation_split(dataset(data_name), val_size, seed, subset).to(device)
+
+
+def proxy_score(data_name: str, val_size: int, seed: int, subset: float, spec, recipe, device: str) -> dict:
     """One proxy training of `spec` with `recipe` on `subset` of the study's own training split,
     scored on its validation split: what a search of that proxy size would have stored."""
-    from nas.data import load_dataset, validation_split
     from nas.train import fit
 
-    if dataset not in _datasets:
-        _datasets[dataset] = load_dataset(dataset)
-    split = validation_split(_datasets[dataset], split_info["val_size"], split_info["seed"], subset).to(device)
+    split = proxy_split(data_name, val_size, seed, subset, device)
     # CPU seconds of this process (all its threads), not wall time: a lane that shares its core with
     # another job is not charged for the wait. On a GPU (where the CPU mostly waits) use wall time.
     clock = time.perf_counter if device.startswith("cuda") else time.process_time

@@ -30,13 +30,15 @@ def test_rescored_proxies_train_in_lanes_cache_and_correlate(tmp_path, monkeypat
     for number in trained:
         assert main(["retrain", "--study", STUDY, "--trial", str(number), "--epochs", "1"]) == 0
 
+    first = run_script(tmp_path, "--rescore", "0.5:1", "--cache", "fid.json")  # one lane: in this process
+    assert first.count(": val ") == 3
     out = run_script(tmp_path, "--rescore", "0.5:1,1:1", "--lanes", "2", "--cache", "fid.json", "--record", "R.md")
     cache = json.loads((tmp_path / "fid.json").read_text())
     names = {f"{STUDY}/{n}" for n in trained}
     assert set(cache) == {"0.5:1", "1:1"} and all(set(v) == names for v in cache.values())
     for result in (r for v in cache.values() for r in v.values()):
         assert 0 <= result["val_acc"] <= 1 and result["seconds"] > 0 and result["status"] == "complete"
-    assert out.count(": val ") == 6  # every training reported as it finished
+    assert out.count(": val ") == 3 and "0.5:1" not in out.split("| proxy |")[0]  # only the new size trained
     for row in ("re-scored: 0.5 of the split, 1 epochs | 3", "re-scored: 1 of the split, 1 epochs | 3",
                 "params only (no training) | 3", "study curve, epoch 2 | 3", "nas search --pruner median"):  # fmt: skip
         assert row in out
