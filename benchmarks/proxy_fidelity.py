@@ -273,6 +273,8 @@ def main() -> None:
     p.add_argument("--cache", help="re-scored proxies kept here, so a rerun trains none twice "
                    "(default studies/<first study>/proxy-fidelity.json)")
     a = p.parse_args()
+    if a.lanes < 1:
+        sys.exit(f"--lanes must be at least 1, got {a.lanes}.")
     if a.storage and len(a.storage) != len(a.study):
         sys.exit(f"{len(a.study)} --study but {len(a.storage)} --storage: give one storage per study, or none.")
 
