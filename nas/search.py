@@ -231,7 +231,7 @@ class Worker:
         try:
             spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data.shape)
             if cfg.fill_budget:
-                spec = fit_width(spec, cfg.budget, cfg.max_macs)
+                spec = fit_width(spec, cfg.budget, cfg.max_macs, self.space.width_multiple)
         except NasError as e:  # an impossible combination (say, a pool that does not divide the map)
             trial.set_constraint("budget", 1.0)
             trial.set_user_attr("reason", "invalid")
@@ -239,7 +239,7 @@ class Worker:
             explain(trial, f"**Rejected before training**: not a valid network ({e}). Never built.")
             raise optuna.TrialPruned(str(e)) from None
         params, macs = count_params(spec), count_macs(spec)
-        # <= 0 is feasible. With --fill-budget, a candidate no width multiple of 8 brings to 90% of
+        # <= 0 is feasible. With --fill-budget, a candidate no width (of the space's multiple) brings to 90% of
         # the budget (a deep net of narrow stages: one step of 8 channels adds 50%) is infeasible too,
         # unless the MAC limit is what stops it.
         fills_macs = cfg.max_macs is not None and macs >= FILL_MIN * cfg.max_macs
