@@ -295,12 +295,15 @@ class Worker:
             if trial.should_prune():
                 trial.set_user_attr("reason", "pruned")
                 trial.set_user_attr("epoch_seconds", [round(s, 3) for s in seconds + [metrics["seconds"]]])
+                trial.set_user_attr("train_loss", [round(x, 5) for x in losses + [metrics["train_loss"]]])
                 explain(trial, f"**Pruned** by the {self.cfg.pruner} pruner after epoch {epoch} of "
                                f"{self.cfg.proxy_epochs}: {METRIC} {metrics['val_acc']:.4f}.")  # fmt: skip
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
             seconds.append(metrics["seconds"])
+            losses.append(metrics["train_loss"])
 
         seconds: list[float] = []
+        losses: list[float] = []  # per epoch: training speed (nas.score.tse) can be read off any trial
         trial.set_user_attr("device", device_name(torch.device(self.device)))
         proxy = recipe.compressed(self.cfg.proxy_epochs)
         if self.cfg.precision:
@@ -312,6 +315,7 @@ class Worker:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # keep the first error
                 trial.set_user_attr("proxy_seconds", round(time.perf_counter() - start, 3))  # compiling included
         trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in result.history])
+        trial.set_user_attr("train_loss", [round(h["train_loss"], 5) for h in result.history])
         trial.set_user_attr("precision", result.precision)
         if result.status != "complete":
             if result.status == "oom":

@@ -55,6 +55,7 @@ def test_end_to_end_search_stores_everything(here, capsys):
         assert a["params"] == count_params(spec) and a["arch"] == spec.describe()
         assert t.constraints["budget"] <= 0 and 1 in t.intermediate_values
         assert t.state == TrialState.COMPLETE or a["reason"] in ("pruned", "nan", "oom", "error")
+        assert len(a["train_loss"]) == len(t.intermediate_values) and all(x > 0 for x in a["train_loss"])
 
 
 def test_rerunning_resumes_and_adds_trials(here, capsys):
@@ -170,6 +171,7 @@ def test_pruned_trials_count_and_keep_their_curve(here, capsys, monkeypatch):
     for t in trained:
         assert t.state == TrialState.PRUNED and t.user_attrs["reason"] == "pruned"
         assert list(t.intermediate_values) == [1] and len(t.user_attrs["epoch_seconds"]) == 1
+        assert len(t.user_attrs["train_loss"]) == 1  # its training speed so far, as nas.score.tse reads it
 
 
 def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
