@@ -312,6 +312,7 @@ def run_bench(args: argparse.Namespace) -> int:
 def _add_search(sub: Any) -> None:
     from pathlib import Path
 
+    from nas.score import HISTORY_SCORES
     from nas.search import SearchConfig as D  # its defaults are the flags' defaults
     from nas.study import PRUNERS, SAMPLERS, budget_label
 
@@ -339,6 +340,10 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--pruner", choices=PRUNERS, default=D.pruner,
                    help="how unpromising proxy trainings are stopped early, from 60%% of the proxy's epochs on "
                         "(default %(default)s)")
+    p.add_argument("--score", choices=HISTORY_SCORES, default=D.score,
+                   help="what a proxy training is turned into, the objective and the pruner's signal: val_acc (the "
+                   "last epoch's validation accuracy), tse (training speed: minus the summed epoch losses), "
+                   "extrapolated (the validation curve's power law read at the retrain's length); default %(default)s")
     p.add_argument("--proxy-epochs", type=int, default=D.proxy_epochs, help="epochs of each proxy training (default %(default)s)")
     p.add_argument("--proxy-subset", type=float, default=D.proxy_subset,
                    help="fraction of the training split proxies train on (default %(default)s: all of it)")

@@ -31,11 +31,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-HISTORY_SCORES = ("val_acc", "tse", "extrapolated")
+HISTORY_SCORES = ("val_acc", "tse", "extrapolated")  # what `nas search --score` can make its objective
 INIT_SCORES = ("synflow", "snip", "naswot")
 
 
 # ------------------------------------------------------------------------------ from a proxy's history
+
+
+def metric_name(score: str) -> str:
+    """The objective's name in the study, the dashboard and the report: proxy_val_acc, proxy_tse, ..."""
+    return f"proxy_{score}"
+
+
+def horizon(retrain_epochs: int, proxy_subset: float) -> float:
+    """Where `extrapolated` reads a proxy's curve: the retrain's length in proxy epochs (a proxy
+    epoch sees `proxy_subset` of the training split)."""
+    return retrain_epochs / proxy_subset
+
+
+def of_history(score: str, history: Sequence[dict[str, float]], horizon: float = 30) -> float:
+    """`score` (one of HISTORY_SCORES) of a proxy training's rows so far: the search's objective
+    after the last epoch, and the pruner's signal after each."""
+    if score == "val_acc":
+        return val_acc(history)
+    if score == "tse":
+        return tse(history)
+    if score == "extrapolated":
+        return extrapolated(history, horizon)
+    raise ValueError(f"unknown score {score!r}; known: {', '.join(HISTORY_SCORES)}")
 
 
 def val_acc(history: Sequence[dict[str, float]]) -> float:
@@ -48,7 +71,7 @@ def tse(history: Sequence[dict[str, float]]) -> float:
     return -sum(row["train_loss"] for row in history)
 
 
-def extrapolated(history: Sequence[dict[str, float]], horizon: int = 30) -> float:
+def extrapolated(history: Sequence[dict[str, float]], horizon: float = 30) -> float:
     """The accuracy the validation curve's power law reaches at `horizon` epochs: log(1 - acc) fitted
     linearly in log(epoch) over the epochs scored. One point cannot fix a slope: then the last value."""
     points = [(math.log(row["epoch"]), math.log(max(1.0 - row["val_acc"], 1e-6)))

@@ -34,7 +34,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import DEFAULT_SPACE, Space, load_space
-from nas.study import (ARCH_KEY, FILL_MIN, METRIC, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
+from nas.score import horizon, metric_name, of_history
+from nas.study import (ARCH_KEY, FILL_MIN, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
                        make_pruner, make_sampler, open_search_study, storage_url, trial_arch, trial_recipe,
                        undecided)  # fmt: skip
 
@@ -71,6 +72,7 @@ class SearchConfig:
     timeout: float | None = None  # seconds after which no new trial starts
     precision: str | None = None  # overrides the recipes' (auto); not stored in the trials' recipes
     compile: bool = False  # torch.compile each trial's model; its compile time counts in the trial's time
+    score: str = "val_acc"  # what a proxy training is turned into (nas.score): the objective and the pruner's signal
 
 
 class TrialFailed(Exception):
@@ -291,17 +293,21 @@ class Worker:
         from nas.train import fit
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            trial.report(metrics["val_acc"], epoch)
+            rows.append(metrics)
+            trial.report(of_history(self.cfg.score, rows, reach), epoch)  # the score so far
             if trial.should_prune():
                 trial.set_user_attr("reason", "pruned")
                 trial.set_user_attr("epoch_seconds", [round(s, 3) for s in seconds + [metrics["seconds"]]])
                 trial.set_user_attr("train_loss", [round(x, 5) for x in losses + [metrics["train_loss"]]])
                 explain(trial, f"**Pruned** by the {self.cfg.pruner} pruner after epoch {epoch} of "
-                               f"{self.cfg.proxy_epochs}: {METRIC} {metrics['val_acc']:.4f}.")  # fmt: skip
+                               f"{self.cfg.proxy_epochs}: {metric_name(self.cfg.score)} "
+                               f"{of_history(self.cfg.score, rows, reach):.4f}.")  # fmt: skip
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
             seconds.append(metrics["seconds"])
             losses.append(metrics["train_loss"])
 
+        rows: list[dict[str, float]] = []  # the proxy's history so far
+        reach = horizon(recipe.epochs, self.cfg.proxy_subset)  # where an extrapolated curve is read
         seconds: list[float] = []
         losses: list[float] = []  # per epoch: training speed (nas.score.tse) can be read off any trial
         trial.set_user_attr("device", device_name(torch.device(self.device)))
@@ -323,7 +329,7 @@ class Worker:
             trial.set_user_attr("reason", result.status)
             trial.set_user_attr("error", result.message)
             raise TrialFailed(result.message)
-        return result.final["val_acc"]
+        return of_history(self.cfg.score, result.history, reach)
 
 
 def explain(trial: optuna.Trial, markdown: str) -> None:
@@ -359,7 +365,8 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
                            f"({smallest.describe()}) has {measure(smallest):,}.")  # fmt: skip
     split = validation_split(ds, cfg.val_size, cfg.split_seed, cfg.proxy_subset)
     identity = {"budget": cfg.budget, "max_macs": cfg.max_macs, "space": space.text, "dataset": cfg.dataset, "split": split.info,
-                "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset, "fill_budget": cfg.fill_budget}  # fmt: skip
+                "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset, "fill_budget": cfg.fill_budget,
+                "score": cfg.score}  # fmt: skip
     return space, split, identity
 
 

@@ -180,6 +180,40 @@ def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
     assert code == 2 and "was made with budget 5000000, not 4000000" in err
 
 
+def test_the_score_is_the_objective_and_the_pruners_signal_and_part_of_the_study(here, capsys):
+    from nas.score import tse
+
+    code, _, _ = search(capsys, "--trials", "2", "--study", "t", "--score", "tse", "--pruner", "none")
+    study = study_of("t")
+    assert code == 0 and study.metric_names == ["proxy_tse"] and study.user_attrs["score"] == "tse"
+    for t in (t for t in study.trials if counts(t)):
+        losses = t.user_attrs["train_loss"]
+        rows = [{"train_loss": x} for x in losses]
+        assert t.value == pytest.approx(tse(rows), abs=1e-4)  # minus the summed epoch losses
+        assert [t.intermediate_values[k] for k in sorted(t.intermediate_values)] == pytest.approx(
+            [tse(rows[:k]) for k in range(1, len(rows) + 1)], abs=1e-4)  # the running sum, epoch by epoch
+    code, _, err = search(capsys, "--trials", "3", "--study", "t")  # the default score would not compare
+    assert code == 2 and "was made with score 'tse', not 'val_acc'" in err
+
+
+def test_a_study_made_before_the_score_was_recorded_resumes_with_val_acc(here, capsys, monkeypatch):
+    import nas.search
+
+    prepare = nas.search.prepare
+
+    def without_score(cfg):  # the identity nas wrote before the key existed
+        space, split, identity = prepare(cfg)
+        return space, split, {k: v for k, v in identity.items() if k != "score"}
+
+    with monkeypatch.context() as m:
+        m.setattr(nas.search, "prepare", without_score)
+        search(capsys, "--trials", "1", "--study", "old")
+    assert "score" not in study_of("old").user_attrs
+    assert search(capsys, "--trials", "2", "--study", "old")[0] == 0
+    code, _, err = search(capsys, "--trials", "3", "--study", "old", "--score", "tse")
+    assert code == 2 and "was made with score 'val_acc', not 'tse'" in err
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
