@@ -254,7 +254,7 @@ def zero_cost(trials: list, cache: Path) -> None:
         print(f"  zero-cost {name(t)}: {got[name(t)]}", flush=True)
 
 
-def candidates(trials: list, cache: Path, variants: list[tuple[float, int, str]], horizon: float) -> dict[str, tuple[list, float]]:
+def candidates(trials: list, cache: Path, variants: list[tuple[float, int, str]], retrain_epochs: int) -> dict[str, tuple[list, float]]:
     """Every candidate score of every net that has it: name -> (values in `trials` order, CPU s per net).
     A candidate some net lacks (a re-score cut short, one cached before histories were kept) is left out."""
     from nas import score
@@ -273,7 +273,8 @@ def candidates(trials: list, cache: Path, variants: list[tuple[float, int, str]]
         label = describe_variant(subset, epochs, schedule)
         out[f"{label}: val_acc"] = ([score.val_acc(r["history"]) for r in runs], seconds)
         out[f"{label}: TSE"] = ([score.tse(r["history"]) for r in runs], seconds)
-        out[f"{label}: extrapolated"] = ([score.extrapolated(r["history"], horizon / subset) for r in runs], seconds)
+        reach = score.horizon(retrain_epochs, subset)  # as nas search --score extrapolated reads it
+        out[f"{label}: extrapolated"] = ([score.extrapolated(r["history"], reach) for r in runs], seconds)
     init = [done.get(INIT_KEY, {}).get(name(t)) for t in trials]
     if all(init):
         for key in score.INIT_SCORES:
@@ -464,11 +465,7 @@ def main() -> None:
         pooled = f"{len(trials)} retrained trials of {' and '.join(s.study_name for s in studies)}"
         text += f"Proxy against retrain over {pooled}:\n\n" + table(rows)
         budget = studies[0].user_attrs["budget"]
-        # The extrapolation's horizon in proxy epochs of the whole split: the retrain's images seen
-        # (train + validation, its length) over one proxy epoch's (the training split alone).
-        split = proxy_split(proxy["dataset"], proxy["split"]["val_size"], proxy["split"]["seed"], 1.0, "cpu")
-        horizon = lengths.copy().pop() * (len(split.train_y) + len(split.val_y)) / len(split.train_y)
-        found = candidates(trials, cache, variants, horizon)
+        found = candidates(trials, cache, variants, lengths.copy().pop())
         text += (f"\nCandidate scores against retrain over {pooled} ({sum(t.user_attrs['params'] >= BAND * budget for t in trials)} "
                  f"within {BAND:.0%}-100% of the budget):\n\n" + score_table(score_rows(trials, found, budget), budget))  # fmt: skip
     else:
