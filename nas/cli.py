@@ -202,7 +202,7 @@ def _add_count(sub: Any) -> None:
 
 
 def run_count(args: argparse.Namespace) -> int:
-    from nas.count import count_macs, count_params
+    from nas.count import count_macs, count_params, count_peak_memory
 
     if args.space:
         return _count_space(args)
@@ -213,8 +213,8 @@ def run_count(args: argparse.Namespace) -> int:
         _, preset_spec, _ = load_preset(args.preset)
         base = preset_spec.to_dict()
     spec = arch_from_flags(args, base)
-    params, macs = count_params(spec), count_macs(spec)
-    out: dict[str, Any] = {"params": params, "macs": macs}
+    params, macs, ram = count_params(spec), count_macs(spec), count_peak_memory(spec)
+    out: dict[str, Any] = {"params": params, "macs": macs, "peak_ram_int8": ram}
     if args.budget:
         out["budget"] = args.budget
         out["within_budget"] = params <= args.budget
@@ -225,6 +225,7 @@ def run_count(args: argparse.Namespace) -> int:
     print(spec.describe())
     print(f"parameters  {params:>15,}")
     print(f"MACs        {macs:>15,}  per image, forward ({macs / 1e6:,.1f} M)")
+    print(f"peak RAM    {ram:>15,}  bytes of activations in int8, one image ({ram / 1024:,.1f} KiB; x4 in float32)")
     if args.budget:
         verdict = "within" if params <= args.budget else "OVER"
         print(f"budget      {args.budget:>15,}  {verdict} ({params / args.budget:.1%})")
@@ -326,6 +327,9 @@ def _add_search(sub: Any) -> None:
                    help=f"parameter budget: 5e6, 5000000 or 5M (default {budget_label(D.budget)})")
     p.add_argument("--max-macs", type=parse_count, default=D.max_macs, metavar="MACS",
                    help="also reject proposals over this many multiply-accumulates per image, e.g. 25M (default: no limit)")
+    p.add_argument("--max-ram", type=parse_count, default=D.max_ram, metavar="BYTES",
+                   help="also reject proposals whose peak activation memory in int8 (one image's inference) is over "
+                        "this many bytes, e.g. 64k (default: no limit)")  # fmt: skip
     p.add_argument("--trials", type=int, default=D.trials,
                    help="trained trials wanted, all workers together; rejected proposals do not count (default %(default)s)")
     p.add_argument("--space", default=D.space, help=f"search-space YAML or its name (default: search_spaces/{Path(D.space).name})")
