@@ -10,6 +10,14 @@ A term sees the spec (for `se`, `skip_kernel`, `expansion`), the block's input a
 `a` and `c`, its kernel `k`, its stride (2 for the first block of every stage but the first) and
 the side of its input map. Convolutions have no bias (BatchNorm follows each: 2 parameters per
 channel); MACs count convolutions and linear layers only, as torch's FlopCounterMode does.
+
+A peak term is the most activation elements alive at once while one block runs on one image, its
+input and output included, under the schedule `nas.count.count_peak_memory` states: ops one at a
+time in the order the module computes them, each op's inputs and output alive while it runs, a
+tensor freed after its last use (the block's input held for the residual until the skip reads it),
+BatchNorm folded into the conv before it, activations fused into the op before them. A
+pre-activation block's opening BN-ReLU follows the previous block's sum, not a conv: an op between
+blocks (`nas.count` says why it is never the peak), so the preact term is basic's, from its output.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ class BlockInfo:
     name: str
     params: Callable[[Any, int, int, int, int], int]  # (spec, a, c, k, stride) -> one block's parameters
     macs: Callable[[Any, int, int, int, int, int], int]  # (spec, a, c, k, stride, input side) -> its MACs
+    peak: Callable[[Any, int, int, int, int, int], int]  # (spec, a, c, k, stride, input side) -> peak elements
     about: str  # one line for --help and the README
     fields: Mapping[str, int] = field(default_factory=dict)  # ArchSpec fields only some blocks read -> default
     preact: bool = False  # normalises at the start of each block: no stem BN-ReLU, a BN-ReLU before the head
@@ -47,6 +56,13 @@ def se_macs(c: int, ratio: int) -> int:
     return 2 * c * max(1, c // ratio) if ratio else 0
 
 
+def se_peak(held: int, x: int, c: int, ratio: int) -> int:
+    """Peak of squeeze-and-excitation over a map of x elements and c channels while `held` elements
+    wait: its multiply holds the map, the c-channel gate and the product; the squeezed and hidden
+    vectors before it are no larger than the map. 0 when SE is off."""
+    return held + 2 * x + c if ratio else 0
+
+
 def skip_params(spec: Any, a: int, c: int, stride: int) -> int:
     return a * c * spec.skip_kernel**2 + 2 * c if stride != 1 or a != c else 0
 
@@ -63,6 +79,13 @@ def basic_params(spec: Any, a: int, c: int, k: int, stride: int) -> int:
 def basic_macs(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> int:
     area = out_side(side, stride) ** 2
     return area * (a + c) * c * k * k + se_macs(c, spec.se) + skip_macs(spec, a, c, stride, side)
+
+
+def basic_peak(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> int:
+    # conv1 with x held for the skip; conv2; the skip conv (x, conv2's map, its own); SE; the add.
+    # Without a projection the skip is x itself, which then has the output's size.
+    x, y = a * side * side, c * out_side(side, stride) ** 2
+    return max(x + y, x + 2 * y, se_peak(y, y, c, spec.se), 3 * y)
 
 
 # preact: BN (over a), ReLU, conv k, BN, ReLU, conv k, SE, + skip. Same convs; the first BN sees a.
@@ -83,6 +106,14 @@ def bottleneck_macs(spec: Any, a: int, c: int, k: int, stride: int, side: int) -
     return side * side * a * m + area * (m * m * k * k + m * c) + se_macs(c, spec.se) + skip_macs(spec, a, c, stride, side)
 
 
+def bottleneck_peak(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> int:
+    # Each conv with x held: 1x1 reduce, k x k (its input at side, output at the strided side), 1x1
+    # expand; then the skip conv, SE and the add as basic.
+    m, s = max(1, c // spec.expansion), out_side(side, stride)
+    x, y, wide, narrow = a * side * side, c * s * s, m * side * side, m * s * s
+    return max(x + wide, x + wide + narrow, x + narrow + y, x + 2 * y, se_peak(y, y, c, spec.se), 3 * y)
+
+
 # mbconv (MobileNetV2 / MCUNet inverted residual): wide width m = a * expansion; 1x1 (a -> m), BN,
 # ReLU6 (none when expansion is 1), depthwise k x k (strided), BN, ReLU6, SE over m, 1x1 (m -> c), BN;
 # + the input only where the shapes match (no projection skip).
@@ -98,15 +129,27 @@ def mbconv_macs(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> in
     return expand + out_side(side, stride) ** 2 * (m * k * k + m * c) + se_macs(m, spec.se)
 
 
+def mbconv_peak(spec: Any, a: int, c: int, k: int, stride: int, side: int) -> int:
+    # x is held only where it is added back. Expand (x and the wide map); depthwise (its input:
+    # the wide map, or x itself at expansion 1; its strided output); SE over the wide map; project.
+    m, s = a * spec.expansion, out_side(side, stride)
+    x, y, narrow = a * side * side, c * s * s, m * s * s
+    residual, expands = stride == 1 and a == c, spec.expansion != 1
+    held = x if residual else 0
+    depthwise = (held + m * side * side if expands else x) + narrow
+    return max(x + m * side * side if expands else 0, depthwise, se_peak(held, narrow, m, spec.se),
+               held + narrow + y, 3 * y if residual else 0)  # fmt: skip
+
+
 BLOCKS: dict[str, BlockInfo] = {
     b.name: b
     for b in (
-        BlockInfo("basic", basic_params, basic_macs, "two k x k convs, BN after each, ReLU after the sum"),
-        BlockInfo("preact", preact_params, basic_macs, "two k x k convs, each after BN-ReLU (identity mappings)",
+        BlockInfo("basic", basic_params, basic_macs, basic_peak, "two k x k convs, BN after each, ReLU after the sum"),
+        BlockInfo("preact", preact_params, basic_macs, basic_peak, "two k x k convs, each after BN-ReLU (identity mappings)",
                   preact=True),
-        BlockInfo("bottleneck", bottleneck_params, bottleneck_macs,
+        BlockInfo("bottleneck", bottleneck_params, bottleneck_macs, bottleneck_peak,
                   "1x1 reduce to channels/expansion, k x k, 1x1 expand (ResNet-50)", fields={"expansion": 4}),
-        BlockInfo("mbconv", mbconv_params, mbconv_macs,
+        BlockInfo("mbconv", mbconv_params, mbconv_macs, mbconv_peak,
                   "1x1 expand by expansion, depthwise k x k, 1x1 project; residual where shapes match "
                   "(MobileNetV2, MCUNet)", fields={"expansion": 6}, projection_skip=False),
     )

@@ -31,6 +31,7 @@ The workflow:
   nas report                                                      leaderboard and figures
   nas retrain --top 3                                             train the best in full and test them
   nas predict --trial N --images DIR                              label images with a retrained trial
+  nas export --trial N --int8                                     ONNX and int8 of a retrained trial, checked
   optuna-dashboard sqlite:///studies/<study>.db --artifact-dir studies/<study>/artifacts
 
 nas COMMAND --help for a command's options; nas --help for the list of commands."""
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retrain(sub)
     _add_report(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_bench(sub)
     return parser
 
@@ -202,7 +204,7 @@ def _add_count(sub: Any) -> None:
 
 
 def run_count(args: argparse.Namespace) -> int:
-    from nas.count import count_macs, count_params
+    from nas.count import count_macs, count_params, count_peak_memory
 
     if args.space:
         return _count_space(args)
@@ -213,8 +215,8 @@ def run_count(args: argparse.Namespace) -> int:
         _, preset_spec, _ = load_preset(args.preset)
         base = preset_spec.to_dict()
     spec = arch_from_flags(args, base)
-    params, macs = count_params(spec), count_macs(spec)
-    out: dict[str, Any] = {"params": params, "macs": macs}
+    params, macs, ram = count_params(spec), count_macs(spec), count_peak_memory(spec)
+    out: dict[str, Any] = {"params": params, "macs": macs, "peak_ram_int8": ram}
     if args.budget:
         out["budget"] = args.budget
         out["within_budget"] = params <= args.budget
@@ -225,6 +227,7 @@ def run_count(args: argparse.Namespace) -> int:
     print(spec.describe())
     print(f"parameters  {params:>15,}")
     print(f"MACs        {macs:>15,}  per image, forward ({macs / 1e6:,.1f} M)")
+    print(f"peak RAM    {ram:>15,}  bytes of activations in int8, one image ({ram / 1024:,.1f} KiB; x4 in float32)")
     if args.budget:
         verdict = "within" if params <= args.budget else "OVER"
         print(f"budget      {args.budget:>15,}  {verdict} ({params / args.budget:.1%})")
@@ -327,6 +330,9 @@ def _add_search(sub: Any) -> None:
                    help=f"parameter budget: 5e6, 5000000 or 5M (default {budget_label(D.budget)})")
     p.add_argument("--max-macs", type=parse_count, default=D.max_macs, metavar="MACS",
                    help="also reject proposals over this many multiply-accumulates per image, e.g. 25M (default: no limit)")
+    p.add_argument("--max-ram", type=parse_count, default=D.max_ram, metavar="BYTES",
+                   help="also reject proposals whose peak activation memory in int8 (one image's inference) is over "
+                        "this many bytes, e.g. 64k (default: no limit)")  # fmt: skip
     p.add_argument("--trials", type=int, default=D.trials,
                    help="trained trials wanted, all workers together; rejected proposals do not count (default %(default)s)")
     p.add_argument("--space", default=D.space, help=f"search-space YAML or its name (default: search_spaces/{Path(D.space).name})")
@@ -602,6 +608,65 @@ def _add_predict(sub: Any) -> None:
     p.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
     p.add_argument("--device", help="cuda, cuda:1 or cpu (default: cuda when there is one)")
     p.set_defaults(run=run_predict)
+
+
+def _add_export(sub: Any) -> None:
+    from nas.export import CALIBRATION_IMAGES
+
+    p = sub.add_parser(
+        "export",
+        help="write a retrained trial's (or preset's) model as ONNX, and int8 with --int8",
+        description="Write model.onnx (BatchNorm folded; uint8 images in, normalised inside the graph; logits out) "
+        "beside the retrain's model.pt, checked against torch on the test set; with --int8 also model.int8.onnx, "
+        "onnxruntime's static quantization calibrated on training images, with its test accuracy.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", type=int, help="a retrained trial's number")
+    which.add_argument("--preset", help="a retrained preset's name")
+    add_study_flags(p)
+    add_data_flags(p, default=None)
+    p.add_argument("--int8", action="store_true", help="also quantize to int8 and report its test accuracy")
+    p.add_argument("--calibration", type=int, default=CALIBRATION_IMAGES, metavar="N",
+                   help="training images the int8 ranges are calibrated on (default %(default)s)")
+    p.add_argument("--out", help="output folder (default: the retrain's, beside model.pt)")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nas.data import load_dataset
+    from nas.export import describe, export
+    from nas.retrain import find_trial, retrains
+    from nas.space import load_preset
+    from nas.study import shown_url
+
+    study, url = open_study(args)
+    if args.trial is not None:
+        find_trial(study, args.trial)
+        name, which = f"trial-{args.trial}", f"--trial {args.trial}"
+    else:
+        preset = load_preset(args.preset)[0]
+        name, which = f"preset-{preset}", f"--preset {preset}"
+    done = retrains(study).get(name)
+    if not done:
+        flags = "".join(f" --{k} {v}" for k, v in (("study", args.study), ("storage", args.storage and shown_url(args.storage))) if v)
+        raise NasError(f"{name} has not been retrained in study {study.study_name!r}; run: nas retrain {which}{flags}")
+    dataset = args.dataset or study.user_attrs.get("dataset")
+    if not dataset:
+        raise NasError(f"study {study.study_name!r} records no dataset; pass --dataset.")
+    data = load_dataset(dataset, args.data_dir)
+    out = Path(args.out) if args.out else Path(done["dir"])
+    r = export(study, name, Path(done["dir"]) / "model.pt", data, out, int8=args.int8, calibration=args.calibration)
+    print(f"{name}: {describe(r)}")
+    print(f"  model.onnx: every logit within {r['logit_tolerance']:.2g} of torch's on {r['checked_images']:,} test images "
+          f"(largest difference {r['max_logit_diff']:.2g}), top-1 differs on {r['top1_disagreements']}; input {r['input']}")
+    if args.int8:
+        print(f"  model.int8.onnx: calibrated on {r['calibration_images']} training images; test accuracy "
+              f"{r['test_acc_int8']:.4f} against {r['test_acc_onnx']:.4f} in float")  # fmt: skip
+    print(f"  peak activation memory {r['peak_ram_int8']:,} bytes in int8 (closed form; the graph walk: "
+          f"{r['peak_ram_measured_int8']:,}) -> {out}")  # fmt: skip
+    return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:

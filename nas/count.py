@@ -1,8 +1,8 @@
-"""Closed-form parameter and MAC counts of an `ArchSpec`: integer arithmetic, no module built.
+"""Closed-form parameter, MAC and peak activation memory counts of an `ArchSpec`: integer arithmetic, no module built.
 
 This is what lets a search reject an over-budget proposal before anything touches a GPU, so it must
-be exact: tests/test_count.py proves both functions equal to PyTorch's own figures on random specs
-of every registered block. The per-block terms live with the block registry (`nas.blocks`), which
+be exact: tests/test_count.py proves them equal to PyTorch's own figures on random specs of every
+registered block, and tests/test_peak_memory.py the peak memory to a liveness walk over the torch graph. The per-block terms live with the block registry (`nas.blocks`), which
 mirrors `nas.model` term by term.
 """
 
@@ -51,6 +51,39 @@ def count_macs(spec: ArchSpec) -> int:
         total += (b - 1) * info.macs(spec, c, c, k, 1, side)
         a = c
     return total + spec.head_features * spec.classes
+
+
+def count_peak_memory(spec: ArchSpec, dtype_bytes: int = 1) -> int:
+    """The most bytes of activations alive at once during one image's inference, each element
+    `dtype_bytes` wide (1 for int8, 4 for float32): what a microcontroller's SRAM must hold beside
+    the weights.
+
+    The schedule, as an ordinary runtime (onnxruntime, TFLite Micro) runs the exported graph: ops
+    run one at a time in the order the module computes them; an op's inputs and its output are
+    alive while it runs; a tensor is freed after its last use, so a block's input is held for the
+    residual branch until its skip reads it (a projection conv runs after the branch's convs, the
+    add after SE). BatchNorm is folded into the conv before it and activations (ReLU, ReLU6, the
+    SE's sigmoid) are fused into the op before them, so neither holds a tensor of its own. A
+    BatchNorm no conv precedes (the BN-ReLU opening every pre-activation block but the first, whose
+    BN folds into the stem conv; the final one) is an op, but it holds two maps of the size the add
+    before it held three of, so it is never the peak. Reshapes are views. No op works in place and no tensor shares another's buffer. The input is the
+    normalised image (normalisation inside an exported graph runs before this).
+
+    The peak is the largest of: the stem conv (image and its output), each block's registered
+    peak term (`nas.blocks`), the pool and the head.
+    """
+    info = BLOCKS[spec.block]
+    side, a = spec.image_size, spec.stem_channels
+    peak = side * side * (spec.in_channels + a)
+    for i, (b, c, k) in enumerate(zip(spec.blocks, spec.channels, spec.kernel)):
+        stride = 2 if i else 1
+        peak = max(peak, info.peak(spec, a, c, k, stride, side))
+        side = out_side(side, stride)
+        if b > 1:  # a stage's later blocks are alike
+            peak = max(peak, info.peak(spec, c, c, k, 1, side))
+        a = c
+    peak = max(peak, a * side * side + spec.head_features, spec.head_features + spec.classes)
+    return peak * dtype_bytes
 
 
 def fit_width(spec: ArchSpec, budget: int, max_macs: int | None = None, multiple: int = WIDTH_MULTIPLE) -> ArchSpec:

@@ -21,7 +21,7 @@ from nas.study import (FILL_MIN, METRIC, REJECTED, counts, dashboard_command, re
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 REFRESH_S = 1.0  # the live footer reads the study this often
 MAX_RUNNING_LINES = 8
-REJECTION_WORDS = {"over_budget": "over budget", "over_macs": "over the MAC limit",
+REJECTION_WORDS = {"over_budget": "over budget", "over_macs": "over the MAC limit", "over_ram": "over the RAM limit",
                    "underfilled": f"under {FILL_MIN:.0%} of the budget", "invalid": "invalid"}  # fmt: skip
 
 

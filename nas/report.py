@@ -2,7 +2,7 @@
 proxy's fidelity (rank correlation of proxy score and retrain accuracy), and what optuna-dashboard
 shows of it: the study note, a note on each retrained trial linking its files, and two figures on
 the study page (the budget check of every proposal, accuracy against parameters; the same two for
-MACs under a MAC limit)."""
+MACs under a MAC limit, and for peak activation memory under a RAM limit)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas import __version__
 from nas.arch import ArchSpec
+from nas.count import count_peak_memory
 from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
 from nas.retrain import FIT_SUFFIX, base_name, describe, retrains
 from nas.study import (FILL_MIN, METRIC, STUDIES_DIR, StoredTrial, artifact_dir, repeat, study_space, trial_arch,
                        trial_recipe, trial_seconds)  # fmt: skip
 
-COLUMNS = ["name", "trial", "state", "proxy_val_acc", "proxy_epochs", "params", "macs", "retrain_test_acc",
+COLUMNS = ["name", "trial", "state", "proxy_val_acc", "proxy_epochs", "params", "macs", "ram", "retrain_test_acc",
            "retrain_test_acc_tta", "retrain_epochs", "proxy_seconds", "arch", "recipe"]  # fmt: skip
 STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2}  # a pruned score is from fewer epochs: below every complete one
 MIN_IMPORTANCE_TRIALS = 8
@@ -42,7 +43,7 @@ def leaderboard(study: optuna.Study):
         rows.append({"name": f"trial-{t.number}", "trial": t.number, "state": _state(t),
                      "proxy_val_acc": t.value if t.state == TrialState.COMPLETE else _last(t),
                      "proxy_epochs": proxy_epochs if t.state == TrialState.COMPLETE else last,
-                     "params": a["params"], "macs": a["macs"], **_retrain_columns(r),
+                     "params": a["params"], "macs": a["macs"], "ram": _ram(trial_arch(t)), **_retrain_columns(r),
                      "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t)})  # fmt: skip
     for name, r in done.items():
         if name.startswith("trial-") and base_name(name) != name:  # another seed of a retrained trial
@@ -51,9 +52,10 @@ def leaderboard(study: optuna.Study):
                          **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
                          "recipe": Recipe.from_dict(r["recipe"]).describe()})  # fmt: skip
         if name.startswith("preset-"):
-            over = any(r[measure] > limit for measure, limit in limits(study).items())  # either limit
+            size = {"params": r["params"], "macs": r["macs"], "ram": _ram(r["spec"])}
+            over = any(size[measure] > limit for measure, limit in limits(study).items())  # any limit
             rows.append({"name": name, "trial": None, "state": "over budget" if over else "preset",
-                         "proxy_val_acc": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
+                         "proxy_val_acc": None, "proxy_epochs": None, **size,
                          **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
                          "recipe": Recipe.from_dict(r["recipe"]).describe()})  # fmt: skip
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -65,6 +67,11 @@ def leaderboard(study: optuna.Study):
     df = df.sort_values(["retrain_test_acc", "_rank", "proxy_val_acc"], ascending=[False, True, False],
                         na_position="last")  # fmt: skip
     return df.drop(columns="_rank").reset_index(drop=True)
+
+
+def _ram(arch: dict[str, Any] | None) -> int | None:
+    """Peak activation bytes in int8, from the spec: trials searched before it was stored have it too."""
+    return count_peak_memory(ArchSpec.from_dict(arch)) if arch else None
 
 
 def _state(t: FrozenTrial) -> str:
@@ -201,11 +208,12 @@ def legend(shown: list[str]) -> str:
 
 
 # What each measure is called on an axis, the study attr holding its limit, and that limit's name.
-MEASURES = {"params": ("parameters", "budget", "budget"), "macs": ("MACs per image", "max_macs", "MAC limit")}
+MEASURES = {"params": ("parameters", "budget", "budget"), "macs": ("MACs per image", "max_macs", "MAC limit"),
+            "ram": ("peak activation bytes (int8)", "max_ram", "RAM limit")}  # fmt: skip
 
 
 def limits(study: optuna.Study) -> dict[str, int]:
-    """The limits a study was searched under: {"params": budget, "macs": max_macs} where set."""
+    """The limits a study was searched under: {"params": budget, "macs": max_macs, "ram": max_ram} where set."""
     return {m: study.user_attrs[attr] for m, (_, attr, _) in MEASURES.items() if study.user_attrs.get(attr)}
 
 
@@ -261,6 +269,7 @@ def _line(fig, x: list[float], y: float, name: str, dash: str) -> None:
 
 
 KINDS = {"over_budget": "rejected: over budget", "over_macs": "rejected: over the MAC limit",
+         "over_ram": "rejected: over the RAM limit",
          "underfilled": f"rejected: under {FILL_MIN:.0%} of the budget",  # a rejection's legend entry
          "repeat": "not trained: a repeat of a trained trial"}
 
@@ -282,6 +291,7 @@ def budget_check(study: optuna.Study, measure: str = "params"):
                 else "running" if t.state == TrialState.RUNNING else "failed"))  # fmt: skip
         groups.setdefault(kind, []).append(t)
     colors = {"trained": "#1f77b4", "pruned": "#ff7f0e", KINDS["over_budget"]: "#d62728", KINDS["over_macs"]: "#9467bd",
+              KINDS["over_ram"]: "#8c564b",
               KINDS["underfilled"]: "#e377c2", KINDS["repeat"]: "#bcbd22", "failed": "#7f7f7f",
               "running": "#2ca02c"}  # fmt: skip
     fig = go.Figure()
@@ -298,7 +308,8 @@ def budget_check(study: optuna.Study, measure: str = "params"):
                             name=f"{kind} ({len(ts)})", marker_color=color,
                             text=[f"#{t.number}: {t.user_attrs[measure]:,} {axis}" for t in ts],
                             hovertemplate="%{text}<extra></extra>")  # fmt: skip
-    what = "Budget check: every proposal's parameters" if measure == "params" else "MAC check: every proposal's MACs"
+    what = {"params": "Budget check: every proposal's parameters", "macs": "MAC check: every proposal's MACs",
+            "ram": "RAM check: every proposal's peak activation memory"}[measure]  # fmt: skip
     fig.update_layout(title=what, xaxis_title="trial", yaxis_title=f"{axis} (log scale)",
                       yaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
     return fig
@@ -382,9 +393,11 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
         md += "".join(f"\n**Warning:** {w}.\n" for w in fid["warnings"])
     (out / "leaderboard.md").write_text(md)
     figures = {"accuracy_vs_params.html": accuracy_vs(study, df, "params"),
-               "accuracy_vs_macs.html": accuracy_vs(study, df, "macs"), "budget_check.html": budget_check(study)}
-    if "macs" in limits(study):
-        figures["macs_check.html"] = budget_check(study, "macs")
+               "accuracy_vs_macs.html": accuracy_vs(study, df, "macs"), "accuracy_vs_ram.html": accuracy_vs(study, df, "ram"),
+               "budget_check.html": budget_check(study)}  # fmt: skip
+    for measure in ("macs", "ram"):
+        if measure in limits(study):
+            figures[f"{measure}_check.html"] = budget_check(study, measure)
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         figures["history.html"] = plot_optimization_history(study, target_name=METRIC)
         figures["intermediate.html"] = plot_intermediate_values(study)
@@ -411,6 +424,7 @@ def note(study: optuna.Study) -> str:
     done = trained(trials)
     split = a.get("split", {})
     macs = f", at most **{a['max_macs']:,}** MACs per image" if a.get("max_macs") else ""
+    macs += f", at most **{a['max_ram']:,}** bytes of peak activation memory (int8)" if a.get("max_ram") else ""
     lines = [
         f"## {study.study_name}",
         f"Budget **{a.get('budget', 0):,}** parameters{macs} · space `{a.get('space_path', '?')}` · data "
@@ -420,7 +434,7 @@ def note(study: optuna.Study) -> str:
         f"{sum(t.state == TrialState.FAIL for t in done)} failed); {rejected_words(trials)}.",
         "",
         "The dashboard lists a rejected proposal and a pruned training both as **Pruned**: a rejected one has no "
-        "intermediate values, user attr `reason` `over_budget` (or `over_macs`, `underfilled`, `invalid`) and a note that says "
+        "intermediate values, user attr `reason` `over_budget` (or `over_macs`, `over_ram`, `underfilled`, `invalid`) and a note that says "
         "so; the figure *Budget check* on the study page shows every proposal against the budget.",
     ]  # fmt: skip
     best = sorted((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:5]
@@ -484,8 +498,9 @@ def write_note(study: optuna.Study) -> bool:
     df = leaderboard(study)
     save_plotly_graph_object(study, budget_check(study), graph_object_id="nas-budget-check")
     save_plotly_graph_object(study, accuracy_vs(study, df), graph_object_id="nas-accuracy")
-    if "macs" in limits(study):
-        save_plotly_graph_object(study, budget_check(study, "macs"), graph_object_id="nas-macs-check")
-        save_plotly_graph_object(study, accuracy_vs(study, df, "macs"), graph_object_id="nas-accuracy-macs")
+    for measure in ("macs", "ram"):
+        if measure in limits(study):
+            save_plotly_graph_object(study, budget_check(study, measure), graph_object_id=f"nas-{measure}-check")
+            save_plotly_graph_object(study, accuracy_vs(study, df, measure), graph_object_id=f"nas-accuracy-{measure}")
     return True
 

@@ -30,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.count import count_macs, count_params, fit_width
+from nas.count import count_macs, count_params, count_peak_memory, fit_width
 from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import DEFAULT_SPACE, Space, load_space
@@ -54,6 +54,7 @@ class SearchConfig:
 
     budget: int = 5_000_000
     max_macs: int | None = None  # MACs per image, forward; None: no limit
+    max_ram: int | None = None  # peak activation bytes per image in int8 (count_peak_memory); None: no limit
     trials: int = 200  # trained trials wanted, all workers together
     space: str = str(DEFAULT_SPACE)
     dataset: str = "cifar10"
@@ -240,7 +241,7 @@ class Worker:
             trial.set_user_attr("error", str(e))
             explain(trial, f"**Rejected before training**: not a valid network ({e}). Never built.")
             raise optuna.TrialPruned(str(e)) from None
-        params, macs = count_params(spec), count_macs(spec)
+        params, macs, ram = count_params(spec), count_macs(spec), count_peak_memory(spec)
         # <= 0 is feasible. With --fill-budget, a candidate no width (of the space's multiple) brings to 90% of
         # the budget (a deep net of narrow stages: one step of 8 channels adds 50%) is infeasible too,
         # unless the MAC limit is what stops it.
@@ -249,7 +250,9 @@ class Worker:
         trial.set_constraint("budget", max(params - cfg.budget, floor - params) / cfg.budget)
         if cfg.max_macs is not None:  # a constraint of its own: the sampler learns each limit apart
             trial.set_constraint("macs", (macs - cfg.max_macs) / cfg.max_macs)
-        for key, value in {"params": params, "macs": macs, "arch": spec.describe(),
+        if cfg.max_ram is not None:
+            trial.set_constraint("ram", (ram - cfg.max_ram) / cfg.max_ram)
+        for key, value in {"params": params, "macs": macs, "ram": ram, "arch": spec.describe(),
                            "recipe": recipe.describe()}.items():  # fmt: skip
             trial.set_user_attr(key, value)
         stored = StoredTrial.of(self.study, trial)
@@ -267,6 +270,11 @@ class Worker:
             explain(trial, f"**Rejected before training**: {macs:,} MACs per image, {macs / cfg.max_macs:.0%} of "
                            f"the limit of {cfg.max_macs:,}. {never}")  # fmt: skip
             raise optuna.TrialPruned(f"{macs:,} MACs per image, over the limit of {cfg.max_macs:,}")
+        if cfg.max_ram is not None and ram > cfg.max_ram:
+            trial.set_user_attr("reason", "over_ram")
+            explain(trial, f"**Rejected before training**: {ram:,} bytes of peak activation memory (int8), "
+                           f"{ram / cfg.max_ram:.0%} of the limit of {cfg.max_ram:,}. {never}")  # fmt: skip
+            raise optuna.TrialPruned(f"{ram:,} bytes of peak activation memory, over the limit of {cfg.max_ram:,}")
         if params < floor:
             trial.set_user_attr("reason", "underfilled")
             explain(trial, f"**Rejected before training**: {share} at the widest fit; `--fill-budget` trains only "
@@ -354,24 +362,26 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
         raise NasError("--trials must be at least 1.")
     if cfg.proxy_epochs < 1:
         raise NasError("--proxy-epochs must be at least 1.")
-    if cfg.max_macs is not None and cfg.max_macs < 1:
-        raise NasError("--max-macs must be at least 1.")
+    for flag, limit in (("--max-macs", cfg.max_macs), ("--max-ram", cfg.max_ram)):
+        if limit is not None and limit < 1:
+            raise NasError(f"{flag} must be at least 1.")
     ds = load_dataset(cfg.dataset, cfg.data_dir)
     for measure, limit, what in ((count_params, cfg.budget, "a budget of {:,} parameters"),
-                                 (count_macs, cfg.max_macs, "a limit of {:,} MACs per image")):  # fmt: skip
+                                 (count_macs, cfg.max_macs, "a limit of {:,} MACs per image"),
+                                 (count_peak_memory, cfg.max_ram, "a limit of {:,} bytes of peak activation memory")):  # fmt: skip
         smallest = space.smallest(measure, **ds.shape)
         if limit is not None and measure(smallest) > limit:
             raise NasError(f"no configuration of {space.path} fits {what.format(limit)}: the smallest "
                            f"({smallest.describe()}) has {measure(smallest):,}.")  # fmt: skip
     split = validation_split(ds, cfg.val_size, cfg.split_seed, cfg.proxy_subset)
-    identity = {"budget": cfg.budget, "max_macs": cfg.max_macs, "space": space.text, "dataset": cfg.dataset, "split": split.info,
-                "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset, "fill_budget": cfg.fill_budget,
-                "score": cfg.score}  # fmt: skip
+    identity = {"budget": cfg.budget, "max_macs": cfg.max_macs, "max_ram": cfg.max_ram, "space": space.text, "dataset": cfg.dataset,
+                "split": split.info, "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset,
+                "fill_budget": cfg.fill_budget, "score": cfg.score}  # fmt: skip
     return space, split, identity
 
 
 def _open_study(cfg: SearchConfig, space: Space, identity: dict[str, Any], worker: int = 0) -> optuna.Study:
-    name = cfg.study or default_study_name(space, cfg.dataset, cfg.budget, cfg.max_macs)
+    name = cfg.study or default_study_name(space, cfg.dataset, cfg.budget, cfg.max_macs, cfg.max_ram)
     study = open_search_study(name, storage_url(cfg.storage, name), make_sampler(cfg.sampler, None),
                               make_pruner(cfg.pruner, cfg.proxy_epochs), identity, space.path)  # fmt: skip
     if cfg.seed is not None:

@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from nas.space import Space
 
 STUDIES_DIR = Path("studies")
-REJECTED = ("over_budget", "over_macs", "underfilled", "invalid")  # proposals refused before any training
+REJECTED = ("over_budget", "over_macs", "over_ram", "underfilled", "invalid")  # proposals refused before any training
 FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget; the rest are underfilled
 NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
-STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget",
-                  "score")  # fmt: skip
+STUDY_IDENTITY = ("budget", "max_macs", "max_ram", "space", "dataset", "split", "proxy_epochs", "proxy_subset",
+                  "fill_budget", "score")  # fmt: skip
 IDENTITY_DEFAULTS = {"score": "val_acc"}  # what a study made before the key was searched with
 # Machine-readable data lives in system attrs, which optuna-dashboard does not show; the user attrs
 # hold what a person reads there: short strings and numbers.
@@ -45,10 +45,12 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
 # ---------------------------------------------------------------------------------------- storage
 
 
-def default_study_name(space: Space, dataset: str, budget: int, max_macs: int | None = None) -> str:
+def default_study_name(space: Space, dataset: str, budget: int, max_macs: int | None = None,
+                       max_ram: int | None = None) -> str:  # fmt: skip
     data = dataset.split(":", 1)[0] if not dataset.startswith("imagefolder:") else "imagefolder-" + Path(dataset[12:]).name
     macs = f"-{budget_label(max_macs)}macs" if max_macs else ""
-    return f"{space.name}-{data}-{budget_label(budget)}{macs}"
+    ram = f"-{budget_label(max_ram)}ram" if max_ram else ""
+    return f"{space.name}-{data}-{budget_label(budget)}{macs}{ram}"
 
 
 def budget_label(budget: int) -> str:
