@@ -12,7 +12,10 @@
 #    0.2 of the split, no pruner), so proxy_fidelity.py pools the three;
 # 3. retrain ResNet-8 scaled to the budget (preset-mlperf-tiny-resnet8-fit, seeds 0 and 1), a second
 #    seed of TPE 17, and BAND of tiny-arch-band's trials spread over its proxy ranking;
-# 4. proxy_fidelity.py over the three studies: every candidate score, with intervals (RESULTS.md).
+# 4. proxy_fidelity.py over the three studies: every candidate score, with intervals (RESULTS.md);
+# 5. with RERUN_SCORE set (the score the table chose, a `nas search --score` value): TPE again at the
+#    same limits with --fill-budget and that score (tiny-arch-tpe-fill-<score>), and its best retrained
+#    with seeds 0 and 1, against ResNet-8 scaled to the budget (step 3).
 # Runs in sittings like tiny_cifar.sh: every retrain is stored on its study (journals under STATE) and
 # checkpointed every 5 epochs; a rerun skips what is stored and resumes what was cut. End a sitting
 # with `bash benchmarks/tiny_cifar.sh stop` (it stops these retrains too), then commit STATE.
@@ -76,4 +79,18 @@ step "every candidate score against the retrains of the three studies"
 python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \
     --storage "$(storage $RANDOM_)" --study $BAND_STUDY --storage "$(storage $BAND_STUDY)" \
     --rescore 0.2:5,0.2:5:constant --zero-cost --lanes "$LANES" --cache "$STATE/proxy-fidelity.json" --record "$RECORD"
+if [ -z "${RERUN_SCORE:-}" ]; then
+    step "done; the re-run search waits for the table's verdict: RERUN_SCORE=<score> bash $0"
+    exit 0
+fi
+RERUN=tiny-arch-tpe-fill-$RERUN_SCORE
+step "search $RERUN: TPE with --fill-budget, scored by $RERUN_SCORE"
+$NAS search --space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu --proxy-epochs 5 \
+    --proxy-subset 0.2 --pruner none --fill-budget --score "$RERUN_SCORE" --seed 0 --trials 24 \
+    --study "$RERUN" --storage "$(storage "$RERUN")" --record "$RECORD"
+best=$(python3 -c "import sys; from nas.retrain import best_trials; from nas.study import load_study
+print(best_trials(load_study(sys.argv[1], sys.argv[2]), 1)[0])" "$(storage "$RERUN")" "$RERUN")
+step "retrain $RERUN's best, trial $best, with two seeds"
+printf '%s\n' "$RERUN trial-$best --trial $best" "$RERUN trial-$best-seed1 --trial $best --seed 1" | retrain_all
+$NAS report --study "$RERUN" --storage "$(storage "$RERUN")" --out "$STATE/$RERUN/report"
 step "done"
