@@ -37,6 +37,10 @@ from nas.recipe import OPTIMIZERS, Recipe
 CHECKPOINT_VERSION = 2  # 2 adds the device type, the precision and the gradient scaler's state
 READABLE_CHECKPOINTS = (1, 2)
 EVAL_BATCH = 1024
+# Parameter-group settings that belong to the device, not to the run: make_optimizer chooses them, and a
+# checkpoint from another device type must not carry them over (capturable=True on the CPU fails its
+# first step; a CPU group loaded on CUDA would silently lose fused).
+DEVICE_FLAGS = ("fused", "foreach", "capturable")
 log = logging.getLogger("nas")
 
 
@@ -94,6 +98,14 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
     if device.type == "cuda":
         kwargs.update({"fused": True} if info.fused else {"foreach": True} if info.foreach else {}, **info.cuda_kwargs)
     return getattr(importlib.import_module(module), name)(groups, lr=r.lr, **kwargs)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load `saved` (from any device type) into an optimizer make_optimizer built for this one, keeping
+    this device's DEVICE_FLAGS. Set before loading: torch places the step counters by them."""
+    for group, own in zip(saved["param_groups"], optimizer.param_groups):
+        group.update({k: own[k] for k in DEVICE_FLAGS if k in own})
+    optimizer.load_state_dict(saved)
 
 
 def fit(
@@ -338,7 +350,7 @@ def _restore(path: Path, spec, recipe, precision, model, optimizer, scaler, batc
     if state["spec"] != spec.to_dict() or other(state["recipe"]) != other(recipe.to_dict()):
         raise NasError(f"checkpoint {path} was written for another architecture or recipe; start without --resume.")
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(optimizer, state["optimizer"])
     saved_precision = state.get("precision")  # version 1 did not say
     if saved_precision == precision and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

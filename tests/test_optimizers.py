@@ -9,7 +9,7 @@ import torch
 from nas.arch import ArchSpec
 from nas.model import build_model
 from nas.recipe import OPTIMIZERS, Recipe
-from nas.train import make_optimizer
+from nas.train import DEVICE_FLAGS, load_optimizer_state, make_optimizer
 
 
 def optimizer_class(path):
@@ -59,3 +59,23 @@ def test_cuda_gets_the_fast_implementation(name):
     assert opt.defaults.get("fused") is (True if info.fused else None)
     assert opt.defaults.get("foreach") is (True if info.foreach and not info.fused else None)
     assert {k: opt.defaults[k] for k in info.cuda_kwargs} == dict(info.cuda_kwargs)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("written,resumed", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_a_state_from_another_device_type_loads_with_this_devices_flags(name, written, resumed):
+    """A checkpoint's param groups hold the writing device's fused/foreach/capturable; the resuming run keeps
+    what make_optimizer chose for its own device (fused is not lost on the way to CUDA, nor capturable kept
+    on the way to the CPU). Building and loading need no GPU (torch checks the devices at the first step)."""
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(blocks=[1], channels=[8], image_size=8))
+    recipe = Recipe(optimizer=name)
+    source = make_optimizer(model, recipe, torch.device(written))
+    if written == "cpu":  # a state with step counters, as a checkpoint after some training holds
+        torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
+        source.step()
+    target = make_optimizer(model, recipe, torch.device(resumed))
+    fresh = [{k: g[k] for k in DEVICE_FLAGS if k in g} for g in target.param_groups]
+    load_optimizer_state(target, source.state_dict())
+    assert [{k: g[k] for k in DEVICE_FLAGS if k in g} for g in target.param_groups] == fresh
+    assert len(target.state) == len(source.state)

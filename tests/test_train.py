@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -211,6 +212,26 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu_and_says_the_random_st
     assert resumed.status == "complete" and len(resumed.history) == 3
     assert strip(resumed.history[:1]) == strip(state["history"])
     assert "written on cuda" in caplog.text and "random stream" in caplog.text and "differs" in caplog.text
+
+
+def test_an_asgd_checkpoint_written_on_a_gpu_resumes_on_the_cpu(split, tmp_path, caplog):
+    # On CUDA make_optimizer gives ASGD capturable=True and foreach=True, and the checkpoint keeps them in its
+    # param groups; loaded as they were, the CPU's first step failed: "If capturable=True, params ... must be
+    # on supported devices".
+    recipe = replace(RESUMED, optimizer="asgd", mixup=0.0)
+    ckpt = tmp_path / "run.ckpt"
+    killed_after(1, SPEC, recipe, split, ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    philox = torch.tensor([7] + [0] * 15, dtype=torch.uint8)
+    state.update(device_type="cuda", cuda_rng=philox)
+    state["batches"]["g"] = philox.clone()
+    for group in state["optimizer"]["param_groups"]:
+        group.update(capturable=True, foreach=True)
+    torch.save(state, ckpt)
+    resumed = fit(SPEC, recipe, split, checkpoint=ckpt, resume=True)
+    assert resumed.status == "complete" and len(resumed.history) == 3 and "written on cuda" in caplog.text
+    groups = torch.load(ckpt, weights_only=True)["optimizer"]["param_groups"]  # the last checkpoint, written here
+    assert all(g["capturable"] is False and g["foreach"] is None for g in groups)
 
 
 @pytest.fixture
