@@ -153,21 +153,34 @@ def test_the_cpu_runs_bf16_where_native_else_fp32_unless_asked_otherwise(monkeyp
 @pytest.fixture
 def backend_flags():
     """configure() sets process-wide flags: put them back."""
-    matmul, conv = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     yield
-    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = matmul, conv
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
     torch.use_deterministic_algorithms(False)
 
 
+def tf32_getters() -> dict:
+    """Every way torch lets code read the TF32 settings; each raises where the APIs were mixed."""
+    return {"matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul precision": torch.get_float32_matmul_precision(),
+            "matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+            "conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision}  # fmt: skip
+
+
 def test_fp32_on_a_gpu_means_no_tf32_and_autocast_runs_may_use_it(gpu, backend_flags):
+    # Setting the fp32_precision properties made the older getters raise: allow_tf32 and
+    # get_float32_matmul_precision after bf16 or fp16, cudnn.allow_tf32 after fp32.
     device = gpu((9, 0))
-    configure(device, "fp32")
-    assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "ieee"
-    assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
-    configure(device, "bf16")
-    assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "tf32"
+    for _ in range(2):  # fp32 after autocast and the reverse, in one process
+        configure(device, "fp32")
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+        assert tf32_getters() == {"matmul.allow_tf32": False, "cudnn.allow_tf32": False, "matmul precision": "highest",
+                                  "matmul.fp32_precision": "ieee", "conv.fp32_precision": "none"}  # fmt: skip
+        configure(device, "bf16")
+        assert tf32_getters() == {"matmul.allow_tf32": True, "cudnn.allow_tf32": True, "matmul precision": "high",
+                                  "matmul.fp32_precision": "tf32", "conv.fp32_precision": "tf32"}  # fmt: skip
 
 
 def test_deterministic_mode_turns_off_autotuning_and_fixes_the_cublas_workspace(gpu, backend_flags, monkeypatch):
