@@ -72,7 +72,7 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
     t0 = time.perf_counter()
     ds = load_dataset(dataset, data_dir)
     spec = ArchSpec.from_dict({**spec_dict, **ds.shape})
-    split = test_split(ds).to(dev)  # an epoch is the whole training set
+    split = test_split(ds).to(dev, batch_size=recipe.batch_size)  # an epoch is the whole training set
     data_seconds = time.perf_counter() - t0
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)

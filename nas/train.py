@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import ArchSpec
-from nas.augment import TrainBatches, prepare
+from nas.augment import Normalize, TrainBatches, prepare
 from nas.data import Split
 from nas.device import DTYPES, CpuThreads, choose_precision, configure, is_out_of_memory, memory_format, resolve_device
 from nas.errors import NasError
@@ -144,7 +144,7 @@ def fit(
     precision = choose_precision(recipe.precision, device)
     dtype = DTYPES[precision]
     if data.train_x.device != device:
-        data = data.to(device)
+        data = data.to(device, batch_size=recipe.batch_size)
     have = data.shape
     if {k: getattr(spec, k) for k in have} != have:
         raise NasError(
@@ -165,7 +165,7 @@ def fit(
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients underflow unscaled
         batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype,
                                recipe.seed, layout)  # fmt: skip
-        val_x = prepare(data.val_x, data.mean, data.std, dtype, layout)
+        val_x = prepare(data.val_x, Normalize(data.mean, data.std, device), dtype, layout)
         if ckpt and resume and ckpt.exists():
             history = _restore(ckpt, spec, recipe, precision, model, optimizer, scaler, batches, device)
         if not cuda:  # a resumed run keeps the count its first part chose; a deterministic one, torch's
@@ -279,7 +279,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
     """Loss and accuracy of `model` on uint8 `images` (on the model's device)."""
     device = next(model.parameters()).device
     precision = choose_precision(precision, device)
-    x = prepare(images.to(device), mean, std, DTYPES[precision], memory_format(device))
+    x = prepare(images.to(device), Normalize(mean, std, device), DTYPES[precision], memory_format(device))
     autocast = _autocast(precision, device)
     loss, correct = _evaluate(model, x, labels.to(device), autocast, tta).tolist()
     return {"loss": loss / len(x), "acc": correct / len(x)}
@@ -288,16 +288,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = False,
             precision: str = "auto") -> torch.Tensor:  # fmt: skip
-    """Class probabilities for uint8 `images`, batched on the model's device."""
+    """Class probabilities for uint8 `images` (on the host), batched on the model's device: the normalisation
+    constants go there once, and the probabilities come back to the host in one copy."""
     device = next(model.parameters()).device
     precision = choose_precision(precision, device)
-    autocast = _autocast(precision, device)
+    autocast, normalize, layout = _autocast(precision, device), Normalize(mean, std, device), memory_format(device)
     model.eval()
     out = []
     for i in range(0, len(images), EVAL_BATCH):
-        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, DTYPES[precision], memory_format(device))
-        out.append(_logits(model, x, autocast, tta).softmax(1).cpu())
-    return torch.cat(out)
+        x = prepare(images[i : i + EVAL_BATCH].to(device, non_blocking=True), normalize, DTYPES[precision], layout)
+        out.append(_logits(model, x, autocast, tta).softmax(1))
+    return torch.cat(out).cpu()
 
 
 # ------------------------------------------------------------------------------------- checkpoints

@@ -216,13 +216,29 @@ def test_a_split_knows_what_it_needs_on_a_device_and_refuses_to_move_where_it_ca
 
     pixels = 3 * 32 * 32
     small = validation_split(synthetic(100), val_size=20)  # augmented in one chunk of its 80 images
-    assert small.device_bytes() == 100 * pixels + 8 * 100 + 4 * 20 * pixels + WORKSPACE_CHUNKS * 4 * 80 * pixels
+    assert small.device_bytes(16) == 100 * pixels + 8 * 100 + 4 * 20 * pixels + WORKSPACE_CHUNKS * 4 * 80 * pixels
     split = validation_split(synthetic(20_000), val_size=2000)  # in chunks of 8,192 images (96 MiB of floats)
-    assert split.device_bytes() == 20_000 * pixels + 8 * 20_000 + 4 * 2000 * pixels + WORKSPACE_CHUNKS * CHUNK_BYTES
+    assert split.device_bytes(512) == 20_000 * pixels + 8 * 20_000 + 4 * 2000 * pixels + WORKSPACE_CHUNKS * CHUNK_BYTES
     monkeypatch.setattr("nas.device.free_bytes", lambda device: 2**28)
-    with pytest.raises(ValueError, match=r"the data \(20,000 images of 3x32x32\) needs 466 MiB of GPU memory; cuda:0 has 256 MiB free"):
+    with pytest.raises(ValueError, match=r"the data \(20,000 images of 3x32x32\) needs 562 MiB of GPU memory; cuda:0 has 256 MiB free"):
+        split.to(gpu((8, 0)), batch_size=512)
+    with pytest.raises(TypeError, match="pass its batch_size"):  # a check with no batch size would guess low
         split.to(gpu((8, 0)))
     assert split.to("cpu").train_x is split.train_x  # already there: nothing checked, nothing copied
+
+
+def test_large_images_at_a_large_batch_need_a_chunk_of_a_whole_batch():
+    from nas.augment import CHUNK_BYTES, WORKSPACE_CHUNKS
+    from nas.data import Split
+
+    image = 3 * 224 * 224
+    x = torch.empty(1000, 3, 224, 224, dtype=torch.uint8)  # never read: only its shape counts
+    split = Split(x, torch.zeros(1000, dtype=torch.long), x[:100], torch.zeros(100, dtype=torch.long), (0.5,) * 3,
+                  (0.2,) * 3, [str(i) for i in range(10)])  # fmt: skip
+    base = 1100 * image + 8 * 1100 + 4 * 100 * image
+    assert split.device_bytes(64) == base + WORKSPACE_CHUNKS * 4 * image * (CHUNK_BYTES // (4 * image * 64)) * 64
+    assert split.device_bytes(512) == base + WORKSPACE_CHUNKS * 4 * image * 512  # one batch is 294 MiB of floats
+    assert split.device_bytes(512) - split.device_bytes(1) > 0.75 * 2**30  # what the check with batch 1 missed
 
 
 def test_out_of_memory_is_recognised_however_the_library_reports_it():

@@ -272,3 +272,10 @@ def test_lr_default_is_each_optimizers_registered_range(tmp_path):
     assert space.recipe["lr"]["sgd"] == 0.1 and space.recipe["lr"]["adam"].dist.high == OPTIMIZERS["adam"].lr[1]
     _, recipe = space.decode(lambda name, p: p.lowest(), classes=10)
     assert recipe.optimizer == "adam" and recipe.lr == OPTIMIZERS["adam"].lr[0]
+
+
+def test_the_largest_batch_of_a_space_is_what_a_gpu_must_hold_the_data_for(tmp_path):
+    recipe = {"{choice: [64, 512, 128]}": 512, "{int: [32, 96], step: 32}": 96, "200": 200}
+    for entry, largest in recipe.items():
+        assert load_space(write(tmp_path, MINIMAL + f"recipe:\n  batch_size: {entry}\n")).largest_batch() == largest
+    assert load_space(write(tmp_path, MINIMAL)).largest_batch() == Recipe.batch_size  # the recipe's default
