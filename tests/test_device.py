@@ -95,6 +95,28 @@ def test_bad_device_names_are_one_clear_error(monkeypatch):
         resolve_device("tpu7")
 
 
+def test_prediction_uploads_the_normalisation_constants_once_and_copies_to_the_host_once(monkeypatch, op_log):
+    model = build_model(ArchSpec(blocks=[1], channels=[8], image_size=8)).eval()
+    images = torch.randint(0, 256, (2500, 3, 8, 8), dtype=torch.uint8)  # three batches of up to 1024
+    to_host = []
+    cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: to_host.append(self.shape) or cpu(self, *a, **k))
+    with op_log() as log:
+        probs = predict(model, images, (0.5,) * 3, (0.2,) * 3, precision="fp32")
+    assert probs.shape == (2500, 10) and torch.allclose(probs.sum(1), torch.ones(2500))
+    assert log.ops.count("lift_fresh") == 2  # mean and std, built from Python numbers once, not per batch
+    assert to_host == [(2500, 10)]
+
+
+def test_the_precision_flag_says_what_auto_picks_on_a_cpu(capsys):
+    from nas.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    words = " ".join(capsys.readouterr().out.split())
+    assert "on the CPU bf16 where it is native (AVX512-BF16, AMX), else fp32" in words
+
+
 def test_a_model_built_for_prediction_takes_the_device_layout(tmp_path):
     from nas.predict import load_model
 
