@@ -41,6 +41,7 @@ EVAL_BATCH = 1024
 # checkpoint from another device type must not carry them over (capturable=True on the CPU fails its
 # first step; a CPU group loaded on CUDA would silently lose fused).
 DEVICE_FLAGS = ("fused", "foreach", "capturable")
+COMPILE_BACKEND = "inductor"  # torch.compile's; tests choose a cheap one
 log = logging.getLogger("nas")
 
 
@@ -171,7 +172,7 @@ def fit(
         if not cuda:  # a resumed run keeps the count its first part chose; a deterministic one, torch's
             cpu_threads = CpuThreads.for_run(threads or (history[-1].get("threads") if history else None)
                                              or (torch.get_num_threads() if deterministic else None))  # fmt: skip
-        step_model = torch.compile(model) if compile else model
+        step_model = _compiled(model) if compile else model
         autocast = _autocast(precision, device)
         params = list(model.parameters())
         steps = len(batches)
@@ -198,7 +199,7 @@ def fit(
                 sums += torch.stack([loss.detach() * len(x), (logits.argmax(1) == hard).sum().float()])
             clock.stop()
             scored = epoch % score_every == 0 or epoch == recipe.epochs
-            val = (_evaluate(step_model, val_x, data.val_y, autocast, tta) if scored
+            val = (_evaluate(model, val_x, data.val_y, autocast, tta) if scored  # eager: see _compiled
                    else torch.full((2,), math.nan, device=device))  # fmt: skip
             loss_sum, correct, val_loss, val_correct = torch.cat([sums, val]).tolist()  # the epoch's one sync
             n = steps * batches.batch_size
@@ -231,6 +232,18 @@ def fit(
             cpu_threads.restore()
     model.eval()
     return FitResult("complete", history, model, time.perf_counter() - start, precision=precision)
+
+
+def _compiled(model: nn.Module) -> nn.Module:
+    """`model` compiled for its training steps alone. Every architecture adds its own variants of
+    ResNet.forward to one cache, and at torch's recompile limit (8) the rest of the process runs eager
+    without a word: a search worker stopped compiling after about three trials. So the cache starts
+    empty in each run, and evaluation (eval mode, the short last batch: two more variants, each a
+    compile) runs eager; it is a small share of the work."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    return torch.compile(model, backend=COMPILE_BACKEND)
 
 
 def _logits(model: nn.Module, x: torch.Tensor, autocast, tta: bool) -> torch.Tensor:

@@ -96,6 +96,29 @@ def test_nan_loss_ends_the_run_with_a_status(split):
     assert "loss became" in result.message and len(result.history) == 1
 
 
+def test_the_tenth_compiled_run_of_a_process_is_still_compiled(monkeypatch):
+    # Each architecture added its compiled variants (train, eval, the short last eval batch) of ResNet.forward to
+    # one cache; from the fifth run here on, torch's recompile limit (8) made every step run eager, silently.
+    graph_calls = []
+
+    def counting_backend(graph, example_inputs):  # dynamo's eager backend, counting the compiled graph's calls
+        def run(*args):
+            graph_calls[-1] += 1
+            return graph.forward(*args)
+
+        return run
+
+    monkeypatch.setattr("nas.train.COMPILE_BACKEND", counting_backend)
+    monkeypatch.setattr("nas.train.EVAL_BATCH", 16)  # 20 validation images: a short last batch, as in a search
+    data = validation_split(synthetic(60, size=8), val_size=20)
+    for width in range(8, 88, 8):  # ten trials of ten architectures in one worker process
+        graph_calls.append(0)
+        result = fit(ArchSpec(blocks=[1], channels=[width], image_size=8), Recipe(epochs=1, batch_size=20), data,
+                     compile=True)  # fmt: skip
+        assert result.status == "complete"
+    assert graph_calls == [2] * 10  # both training steps of every run, compiled; evaluation eager
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_trains(split, optimizer):
     lr = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adadelta": 1.0, "adagrad": 0.01}.get(optimizer, 0.05)
