@@ -79,3 +79,44 @@ def test_a_state_from_another_device_type_loads_with_this_devices_flags(name, wr
     load_optimizer_state(target, source.state_dict())
     assert [{k: g[k] for k in DEVICE_FLAGS if k in g} for g in target.param_groups] == fresh
     assert len(target.state) == len(source.state)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_in_fp16_only_the_optimizers_said_to_sync_make_the_host_wait(name, op_log):
+    """GradScaler's step reads its overflow check back to the host (an .item()) unless the optimizer is fused
+    and skips inside its kernel: OptimInfo.fp16_syncs says which. The optimizer is built as on CUDA (less
+    ASGD's capturable, which the CPU refuses) and run on the CPU in fp16, its own step outside the op log
+    (on CUDA its step counters are host tensors, so reading them makes nothing wait)."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    info = OPTIMIZERS[name]
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(blocks=[1], channels=[8], image_size=8))
+    opt = make_optimizer(model, Recipe(optimizer=name, lr=info.lr[0]), torch.device("cuda"))
+    for group in opt.param_groups:
+        if group.get("capturable"):
+            group["capturable"] = False
+    own_step = opt.step
+
+    def step_unlogged(*args, **kwargs):
+        with _disable_current_modes():
+            return own_step(*args, **kwargs)
+
+    opt.step = step_unlogged
+    scaler = torch.amp.GradScaler("cpu")
+    x, t = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+
+    def train_step():
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), t)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    train_step()  # the scaler's first step builds its state
+    with op_log() as log:
+        for _ in range(3):
+            train_step()
+    assert log.ops.count("_local_scalar_dense") == (3 if info.fp16_syncs else 0)
+    assert [n for n, o in OPTIMIZERS.items() if o.fp16_syncs] == ["adadelta", "asgd", "rmsprop"]  # README says so
