@@ -4,7 +4,8 @@ The data already lives on the device (`Split.to`); each epoch is augmented in bu
 (`nas.augment`); the precision, memory layout and backend settings come from `nas.device` (bf16
 autocast where the GPU has it natively, fp16 with a gradient scaler where it does not, channels_last,
 cuDNN autotuning; on the CPU bf16 where native and the thread count a probe of the first steps picks);
-fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged metrics. The learning
+fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged metrics (in fp16 one
+more a step with an optimizer that has no fused kernel: `OptimInfo.fp16_syncs`). The learning
 rate is a pure function of the step, so a run resumed from a checkpoint follows exactly the schedule
 of an uninterrupted one; its results are bit-identical on the CPU (it keeps the thread count it
 recorded), and on a GPU with `deterministic=True`.
