@@ -1,29 +1,42 @@
-"""The first GPU run: every GPU-specific path of nas exercised, and the GPU targets measured, in one
-command (benchmarks/gpu_check.sh calls this). Under 10 minutes on one H100 with the CIFAR-10 JPEG copy:
+"""The first GPU run: every GPU-specific path of nas exercised, and the GPU targets measured, in four
+parts that each fit one call of a lent GPU machine (benchmarks/gpu_check.sh calls this):
 
-    NAS_CIFAR10_JPEG=/path/to/cifar10-jpeg benchmarks/gpu_check.sh     # appends to benchmarks/RESULTS.md
-    benchmarks/gpu_check.sh --smoke                                     # any machine, CPU, tiny data, 1-3 min
+    NAS_CIFAR10_JPEG=/path/to/cifar10-jpeg benchmarks/gpu_check.sh --only speed --record FILE
+    benchmarks/gpu_check.sh --smoke                   # any machine, CPU, tiny data: is the script sound?
 
-Checks, in order (one failing check is reported and the others still run; the exit status is 1 if
-any check raised):
-  environment  device, compute capability, the precision auto picks, NVML, allocator settings
-  decode       first decode of the image folder (processes), then the cached load
-  optimizers   all 8 optimizers a few steps in bf16 and in fp16 (loss scaler), finite losses
-  speed        resnet24 epochs at batch 512 in auto (bf16), fp16, fp32 (no TF32) and auto + compile:
-               epoch <= 1.0 s, first-epoch overhead <= 3 s; where torch.compile pays
-  accuracy     30 epochs of one-cycle SGD >= 90.5% test
-  resume       deterministic: a run killed and resumed equals the uninterrupted one bit for bit;
-               default: how far it drifts; the cost of deterministic mode
-  devices      a checkpoint written on the GPU resumes on the CPU, and the reverse
-  oom          a 2-worker search on one GPU with one trial enqueued to run out of memory: recorded
-               as oom, the other trials train
-  search       a 2-worker search of the default space: trials/h, GPU busy; 200 trials extrapolated
-               (target <= 20 min, busy >= 85%)
-  retrain      resnet24 for a tenth of 200 epochs, extrapolated (target <= 4 min)
+Each row is appended to the record (--record FILE; default benchmarks/RESULTS.md on a GPU, a temporary
+file with --smoke) as soon as it is measured, under a dated heading naming the device and the command,
+so a part cut short keeps what it measured. One failing check is reported and the others still run; the
+exit status is 1 if any check raised. --only takes parts and single checks, comma-separated.
+
+Parts, each with its length on one H100 estimated from FLOPs (nothing here has run on a GPU yet, so
+every GPU target and estimate is unmeasured). resnet24 is 0.80 GMACs an image, ~4.8 GFLOP an image
+trained, 240 TFLOP a CIFAR-10 epoch: ~1.2 s at 200 TFLOP/s (a fifth of the H100's dense bf16 peak),
+~7 s in fp32 without TF32 (~35 TFLOP/s). Every part starts with `environment` (device, compute
+capability, the precision auto picks, NVML, allocator settings: seconds).
+  paths     ~5 min: decode (60,000 JPEGs in one process per core, then the cached load: ~10 s);
+            optimizers (all 8 one epoch of 2,048 images in bf16 and in fp16 with the loss scaler, finite
+            losses: 16 runs of ~3 s setup and autotuning each); resume (deterministic: killed and resumed
+            equals uninterrupted bit for bit; default: how far it drifts; 6 runs of 4 epochs of 10,000
+            images, ~1 min); devices (a GPU checkpoint resumes on the CPU and the reverse: ~30 s); oom (a
+            2-worker search on one GPU with one trial enqueued to run out of memory, recorded as oom while
+            the other trials train: ~30 s of worker start-up and 4 small trials)
+  speed     ~4 min: resnet24 epochs at batch 512 in auto (bf16), fp16, fp32 (no TF32) and auto + compile:
+            epoch <= 1.0 s, first-epoch overhead <= 3 s; after how many epochs compiling pays (5 epochs each:
+            ~6 s in bf16 or fp16, ~35 s in fp32, 1-2 min to compile resnet24, setup)
+  accuracy  ~2 min: 30 epochs of one-cycle SGD, test accuracy >= 87.5% on the JPEG copy (~40 s);
+            retrain: resnet24 for 20 of 200 epochs, extrapolated (target <= 4 min; ~30 s)
+  search    ~3 min: a 2-worker search of the default space, 16 trials of 5 proxy epochs: trials/h and
+            GPU busy; 200 trials extrapolated (target <= 20 min, busy >= 85%). The space's nets under 5M
+            parameters have 221M MACs an image at the median (nas count): ~300 TFLOP a trial, ~2 s of GPU
+            and ~3 s of setup each
+
+The accuracy target is for the CIFAR-10 JPEG copy the lab's machines have (quality 75): networks score
+about 3 points lower on it than on the original (shared data README: airbench94 90.63% against 94.01%),
+so the 90.5% first set for the original data is 87.5% here.
 
 --smoke runs the same code on the CPU with a tiny net and a generated image folder, so that the
-script is known to work before a GPU is at hand; its figures mean nothing and it writes them to a
-temporary file unless --record is given.
+script is known to work before a GPU is at hand; its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +57,7 @@ from typing import Any, Callable
 import torch
 
 from nas.arch import ArchSpec
-from nas.bench import append_record, device_name, run_bench
+from nas.bench import append_row, device_name, run_bench, start_record
 from nas.data import Split, load_dataset, test_split, validation_split
 from nas.device import choose_precision, cpu_cores, release_memory, resolve_device
 from nas.progress import Progress
@@ -54,9 +67,14 @@ from nas.space import load_preset
 from nas.train import fit
 
 HERE = Path(__file__).resolve().parent
-TARGET_EPOCH_S, TARGET_OVERHEAD_S, TARGET_ACC = 1.0, 3.0, 0.905
+TARGET_EPOCH_S, TARGET_OVERHEAD_S = 1.0, 3.0
+TARGET_ACC = 0.905 - 0.03  # 90.5% on the original CIFAR-10; networks score ~3 points lower on the JPEG copy
 TARGET_SEARCH_MIN, TARGET_BUSY, TARGET_RETRAIN_MIN = 20.0, 0.85, 4.0
 LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adadelta": 1.0, "adagrad": 0.01}  # others: 0.05
+# Each part fits one device call (10 minutes at most, 8 for the check): minutes on an H100 estimated from
+# FLOPs (see above), unmeasured.
+PARTS = {"paths": (("decode", "optimizers", "resume", "devices", "oom"), 5), "speed": (("speed",), 4),
+         "accuracy": (("accuracy", "retrain"), 2), "search": (("search",), 3)}  # fmt: skip
 
 
 @dataclass
@@ -76,13 +94,14 @@ class Plan:
     search_dataset: str
     retrain_epochs: int
     smoke: bool
-    rows: list[tuple[str, str]] = field(default_factory=list)
+    record: Path | None = None  # rows go there as they are measured, once main has written the heading
     failed: list[str] = field(default_factory=list)
 
     def row(self, what: str, result: str, ok: bool | None = None) -> None:
         """`ok`: whether a target was met (a smoke run's figures meet nothing: not judged)."""
         mark = "" if ok is None or self.smoke else " ✓" if ok else " ✗ MISSED"
-        self.rows.append((what, result + mark))
+        if self.record:
+            append_row(self.record, what, result + mark)
         print(f"  {what}: {result}{mark}", flush=True)
 
 
@@ -160,7 +179,7 @@ def subset(split: Split, n: int) -> Split:
 def check_optimizers(plan: Plan) -> None:
     ds = load_dataset(plan.dataset)
     spec = ArchSpec.from_dict({**plan.spec, **ds.shape})
-    split = subset(validation_split(ds, val_size=min(1000, len(ds.train_y) // 5)), 4 * plan.batch).to(plan.device)
+    split = subset(validation_split(ds, val_size=min(1000, len(ds.train_y) // 5)), 4 * plan.batch).to(plan.device, batch_size=plan.batch)
     for precision in ("bf16", "fp16"):
         try:
             choose_precision(precision, plan.device)
@@ -208,7 +227,7 @@ def check_accuracy(plan: Plan) -> None:
     r = run_bench(plan.spec, recipe, plan.dataset, None, epochs=1, accuracy_epochs=plan.accuracy_epochs,
                   device=str(plan.device))["accuracy_run"]  # fmt: skip
     plan.row(f"accuracy, {r['epochs']} epochs", f"{r['test_acc']:.2%} test, {r['test_acc_tta']:.2%} flip-TTA, "
-             f"{r['seconds']:.0f} s (target >= {TARGET_ACC:.1%})", ok=r["test_acc"] >= TARGET_ACC)  # fmt: skip
+             f"{r['seconds']:.0f} s (target >= {TARGET_ACC:.1%} on the JPEG copy)", ok=r["test_acc"] >= TARGET_ACC)  # fmt: skip
 
 
 class Killed(Exception):
@@ -235,7 +254,7 @@ def metrics(history: list[dict]) -> list[dict]:
 def check_resume(plan: Plan, tmp: Path) -> None:
     ds = load_dataset(plan.dataset)
     spec = ArchSpec.from_dict({**plan.spec, **ds.shape})
-    split = subset(validation_split(ds, val_size=min(2000, len(ds.train_y) // 5)), plan.resume_images).to(plan.device)
+    split = subset(validation_split(ds, val_size=min(2000, len(ds.train_y) // 5)), plan.resume_images).to(plan.device, batch_size=plan.batch)
     recipe = replace(plan.recipe, epochs=4, batch_size=plan.batch, cutout=8, mixup=0.2)
     for deterministic in (True, False):
         straight = fit(spec, recipe, split, device=plan.device, deterministic=deterministic)
@@ -323,7 +342,7 @@ def check_retrain(plan: Plan, tmp: Path) -> None:
     spec = ArchSpec.from_dict({**plan.spec, **ds.shape})
     recipe = replace(plan.recipe, epochs=plan.retrain_epochs)
     t0 = time.perf_counter()
-    split = test_split(ds).to(plan.device)
+    split = test_split(ds).to(plan.device, batch_size=recipe.batch_size)
     r = fit(spec, recipe, split, device=plan.device, checkpoint=tmp / "retrain.pt", checkpoint_every=5)
     wall = time.perf_counter() - t0
     epoch = statistics.median(h["seconds"] for h in r.history[1:] or r.history)
@@ -335,13 +354,29 @@ def check_retrain(plan: Plan, tmp: Path) -> None:
 # ------------------------------------------------------------------------------------------- main
 
 
+def checks_to_run(only: str | None) -> list[str]:
+    """The checks `--only` names (parts and single checks, comma-separated; all parts without it), in the
+    order given, each once, `environment` first."""
+    names = only.split(",") if only else list(PARTS)
+    known = [*PARTS, "environment", *(c for checks, _ in PARTS.values() for c in checks)]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"gpu_check: unknown part or check {unknown[0]!r}; parts: {', '.join(PARTS)}; "
+                 f"checks: {', '.join(known[len(PARTS):])}.")  # fmt: skip
+    wanted = ["environment"] + [c for n in names for c in (PARTS[n][0] if n in PARTS else (n,))]
+    return list(dict.fromkeys(wanted))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="CPU, tiny generated data: check the script itself")
-    p.add_argument("--record", help="Markdown file to append the results to (default: benchmarks/RESULTS.md on "
-                   "a GPU; a temporary file with --smoke)")  # fmt: skip
-    p.add_argument("--only", help="comma-separated checks to run (default: all)")
+    p.add_argument("--record", help="Markdown file each row is appended to as it is measured (default: "
+                   "benchmarks/RESULTS.md on a GPU; a temporary file with --smoke)")  # fmt: skip
+    p.add_argument("--only", help=f"comma-separated parts ({', '.join(PARTS)}; default: all, which no single "
+                   f"device call fits) or single checks")  # fmt: skip
     args = p.parse_args()
+    wanted = checks_to_run(args.only)
+    minutes = sum(m for checks, m in PARTS.values() if set(checks) & set(wanted))  # of the parts it touches
     with tempfile.TemporaryDirectory(prefix="nas-gpu-check-") as tmp_name:
         tmp = Path(tmp_name)
         plan = make_plan(args, tmp)
@@ -357,7 +392,13 @@ def main() -> int:
             "search": lambda: check_search(plan, tmp),
             "retrain": lambda: check_retrain(plan, tmp),
         }
-        wanted = args.only.split(",") if args.only else list(checks)
+        record = Path(args.record) if args.record else None if plan.smoke else HERE / "RESULTS.md"
+        if record is None:
+            record = Path(tempfile.gettempdir()) / f"nas-gpu-check-smoke-{datetime.date.today().isoformat()}.md"
+        command = "benchmarks/gpu_check.sh" + " --smoke" * plan.smoke + (f" --only {args.only}" if args.only else "")
+        start_record(record, device_name(plan.device), command)
+        plan.record = record
+        print(f"{', '.join(wanted)}: ~{minutes} min on an H100 (estimated from FLOPs, unmeasured); rows go to {record}")
         start = time.perf_counter()
         for name in wanted:
             print(f"[{time.perf_counter() - start:5.0f} s] {name}", flush=True)
@@ -370,11 +411,6 @@ def main() -> int:
             release_memory(plan.device)  # the next check (or a search's workers) gets the GPU's memory back
         plan.row("whole check", f"{(time.perf_counter() - start) / 60:.1f} min, "
                  f"{'all checks ran' if not plan.failed else 'failed: ' + ', '.join(plan.failed)}")  # fmt: skip
-        record = Path(args.record) if args.record else None if plan.smoke else HERE / "RESULTS.md"
-        if record is None:
-            record = Path(tempfile.gettempdir()) / f"nas-gpu-check-smoke-{datetime.date.today().isoformat()}.md"
-        command = "benchmarks/gpu_check.sh" + (" --smoke" if plan.smoke else "")
-        append_record(record, device_name(plan.device), command, plan.rows)
         print(f"results appended to {record}")
     return 1 if plan.failed else 0
 

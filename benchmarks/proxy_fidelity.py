@@ -201,7 +201,7 @@ def dataset(data_name: str):
 def proxy_split(data_name: str, val_size: int, seed: int, subset: float, device: str):
     from nas.data import validation_split
 
-    return validation_split(dataset(data_name), val_size, seed, subset).to(device)
+    return validation_split(dataset(data_name), val_size, seed, subset).to(device, check_memory=False)  # a benchmark: fit reports an oom
 
 
 def proxy_score(data_name: str, val_size: int, seed: int, subset: float, spec, recipe, device: str) -> dict:
@@ -233,7 +233,7 @@ def zero_cost(trials: list, cache: Path) -> None:
     studies' own split, with the CPU seconds each net's three scores took; cached like the re-scores."""
     import torch
 
-    from nas.augment import prepare
+    from nas.augment import Normalize, prepare
     from nas.retrain import trial_target
     from nas.score import init_scores
 
@@ -245,7 +245,7 @@ def zero_cost(trials: list, cache: Path) -> None:
         return
     split = proxy_split(attrs["dataset"], attrs["split"]["val_size"], attrs["split"]["seed"], 1.0, "cpu")
     pick = torch.randperm(len(split.train_y), generator=torch.Generator().manual_seed(0))[:INIT_IMAGES]
-    images = prepare(split.train_x[pick], split.mean, split.std, torch.float32, torch.contiguous_format)
+    images = prepare(split.train_x[pick], Normalize(split.mean, split.std, "cpu"), torch.float32, torch.contiguous_format)
     for t in todo:
         spec = trial_target(t.study, t.number, dataset(attrs["dataset"]).shape).spec
         start = time.process_time()

@@ -25,10 +25,12 @@ import torch.nn.functional as F
 from nas.recipe import Recipe
 
 # Float32 bytes of the images augmented at once: 8,192 CIFAR images (32 px), 512 at 128 px, 167 at
-# 224 px; at least one batch. Augmenting a chunk holds about WORKSPACE_CHUNKS times this at its peak
-# (the float copy, the padded copy, the crop, the flip, the output; then two stored chunks).
+# 224 px; at least one batch. Augmenting a chunk holds up to WORKSPACE_CHUNKS times this at its peak:
+# the previous chunk (its batches are still being trained on), the uint8 gather, the float copy, the
+# padded copy (1.56 chunks at 32 px padded by 4) and the crop; measured 4.1 chunks at 224 px
+# (tests/test_data.py).
 CHUNK_BYTES = 96 * 2**20
-WORKSPACE_CHUNKS = 4
+WORKSPACE_CHUNKS = 5
 # On the CPU: cache-sized chunks (640 CIFAR images) augment an epoch in 1.5 CPU-s instead of 3.7 (8,192
 # images) and peak ~320 MB lower (benchmarks/RESULTS.md, 2026-11-25).
 CPU_CHUNK_BYTES = 8 * 2**20
@@ -124,11 +126,15 @@ class Normalize:
         return (x.float() - self.mean) / self.std
 
 
-def prepare(x: torch.Tensor, mean, std, dtype: torch.dtype, layout: torch.memory_format) -> torch.Tensor:
-    """Normalised evaluation images in the compute dtype and the device's layout, in chunks."""
-    normalize, step = Normalize(mean, std, x.device), chunk_images(x.shape[1:], 1, cpu=x.device.type == "cpu")
-    out = [normalize(x[i : i + step]).to(dtype) for i in range(0, len(x), step)]
-    return torch.cat(out).contiguous(memory_format=layout)
+def prepare(x: torch.Tensor, normalize: Normalize, dtype: torch.dtype, layout: torch.memory_format) -> torch.Tensor:
+    """Normalised evaluation images in the compute dtype and the device's layout, written chunk by chunk
+    into one tensor allocated up front: the peak is the result plus a chunk's float workspace (joining
+    converted chunks held the chunks, their concatenation and its layout copy at once: 3 times the result)."""
+    out = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=layout)
+    step = chunk_images(x.shape[1:], 1, cpu=x.device.type == "cpu")
+    for i in range(0, len(x), step):
+        out[i : i + step] = normalize(x[i : i + step])
+    return out
 
 
 class TrainBatches:

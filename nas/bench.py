@@ -72,7 +72,7 @@ def run_bench(spec_dict: dict[str, Any], recipe: Recipe, dataset: str, data_dir:
     t0 = time.perf_counter()
     ds = load_dataset(dataset, data_dir)
     spec = ArchSpec.from_dict({**spec_dict, **ds.shape})
-    split = test_split(ds).to(dev)  # an epoch is the whole training set
+    split = test_split(ds).to(dev, batch_size=recipe.batch_size)  # an epoch is the whole training set
     data_seconds = time.perf_counter() - t0
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -167,9 +167,20 @@ def record(r: dict[str, Any], path: Path, command: str) -> None:
 
 def append_record(path: Path, device: str, command: str, rows: list[tuple[str, str]]) -> None:
     """Append a dated Markdown section (`## date · device · command`, then a table) to `path`."""
-    text = f"\n## {datetime.date.today().isoformat()} · {device} · `{command}`\n\n| | |\n|---|---|\n"
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731  (a bare | would end the cell)
-    text += "".join(f"| {cell(k)} | {cell(v)} |\n" for k, v in rows)
+    start_record(path, device, command)
+    for what, result in rows:
+        append_row(path, what, result)
+
+
+def start_record(path: Path, device: str, command: str) -> None:
+    """Append the heading and table head of a dated section; its rows follow with append_row."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
-        f.write(text)
+        f.write(f"\n## {datetime.date.today().isoformat()} · {device} · `{command}`\n\n| | |\n|---|---|\n")
+
+
+def append_row(path: Path, what: str, result: str) -> None:
+    """One row of the section start_record began, written at once (a run cut short keeps its rows)."""
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731  (a bare | would end the cell)
+    with open(path, "a") as f:
+        f.write(f"| {cell(what)} | {cell(result)} |\n")

@@ -140,8 +140,8 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (the default unless the recipe says otherwise): bf16 on GPUs with native bf16 "
-                   "(compute capability 8.0+), fp16 with loss scaling on older GPUs, fp32 on the CPU; "
-                   "fp32 means no TF32")  # fmt: skip
+                   "(compute capability 8.0+), fp16 with loss scaling on older GPUs; on the CPU bf16 where it is "
+                   "native (AVX512-BF16, AMX), else fp32; fp32 means no TF32")  # fmt: skip
 
 
 def add_arch_flags(p: argparse.ArgumentParser) -> None:

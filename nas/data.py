@@ -64,9 +64,12 @@ class Split:
     def shape(self) -> dict[str, int]:
         return image_shape(self.train_x, self.classes)
 
-    def device_bytes(self, batch_size: int = 1) -> int:
-        """Device memory `fit` needs for this split, beyond the model: the uint8 images and labels,
-        the validation images prepared for evaluation (fp32 at most) and the augmentation workspace."""
+    def device_bytes(self, batch_size: int) -> int:
+        """Device memory `fit` needs for this split, beyond the model, when it trains with batches of
+        `batch_size`: the uint8 images and labels, the validation images prepared for evaluation (fp32 at
+        most) and the augmentation workspace (a chunk is at least one batch: large images at a large batch
+        need more than the default chunk). Preparing the validation images takes less than augmenting,
+        and before it (nas.augment.prepare); tests/test_data.py measures the peak against this."""
         from nas.augment import workspace_bytes
 
         stored = sum(t.nbytes for t in (self.train_x, self.train_y, self.val_x, self.val_y))
@@ -77,12 +80,15 @@ class Split:
         c, h, w = self.train_x.shape[1:]
         return f"the data ({len(self.train_x) + len(self.val_x):,} images of {c}x{h}x{w})"
 
-    def to(self, device: torch.device | str, check_memory: bool = True) -> Split:
-        """This split on `device`; refused in one line when a GPU cannot hold it with room to train
-        (`check_memory=False` where the caller has checked already, for all the jobs of a GPU)."""
+    def to(self, device: torch.device | str, check_memory: bool = True, *, batch_size: int | None = None) -> Split:
+        """This split on `device`; refused in one line when a GPU cannot hold it with room to train with
+        batches of `batch_size` (`check_memory=False` where the caller has checked already, for all the
+        jobs of a GPU)."""
         device = torch.device(device)
         if check_memory and self.train_x.device != device:
-            check_fits(self.device_bytes(), device, self.describe())
+            if batch_size is None:
+                raise TypeError("Split.to checks the device memory for a training: pass its batch_size.")
+            check_fits(self.device_bytes(batch_size), device, self.describe())
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, train_x=move(self.train_x), train_y=move(self.train_y),
                        val_x=move(self.val_x), val_y=move(self.val_y))  # fmt: skip

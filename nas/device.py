@@ -89,12 +89,10 @@ def configure(device: torch.device, precision: str, deterministic: bool = False)
     makes a resumed GPU run equal an uninterrupted one; an op with no deterministic kernel then
     raises instead of silently differing."""
     if device.type == "cuda":
-        tf32 = "ieee" if precision == "fp32" else "tf32"
-        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9; the old flags must not be mixed in
-            torch.backends.cuda.matmul.fp32_precision = tf32
-            torch.backends.cudnn.conv.fp32_precision = tf32
-        else:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 == "tf32"
+        # The allow_tf32 flags, in every torch: they set the per-backend fp32_precision too, so that every getter
+        # (allow_tf32, get_float32_matmul_precision, fp32_precision) still reads for third-party code and
+        # Inductor; the fp32_precision setters make the older getters raise (tests/test_device.py).
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision != "fp32"
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
         if deterministic:  # cuBLAS is deterministic only with a fixed workspace (read when it is first used)

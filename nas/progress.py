@@ -87,11 +87,14 @@ def proxy_words(study: optuna.Study, proxy_epochs: int) -> str:
 class GpuMonitor:
     """Samples the busy share of the GPUs in use once a second in a daemon thread: NVML's
     utilization, the share of time in which a kernel ran on the GPU, whichever process launched it
-    (two jobs on one GPU are one GPU's time, not two). `busy()` is None where it cannot be measured,
-    and `unavailable` says why (nvidia-ml-py missing, NVML without a driver)."""
+    (two jobs on one GPU are one GPU's time, not two). Only samples from `since` on count (set by
+    `count_from`, when the first trial trains): spawning the workers, their imports and the data's
+    loading come before and would make a short search read low. `busy()` is None where it cannot be
+    measured, and `unavailable` says why (nvidia-ml-py missing, NVML without a driver)."""
 
     def __init__(self, devices: tuple[str, ...], interval: float = 1.0):
-        self.samples: list[float] = []
+        self.samples: list[tuple[float, float]] = []  # (time.time(), busy share)
+        self.since: float | None = None
         self.indices = sorted({int(d.split(":")[1]) if ":" in d else 0 for d in devices if d.startswith("cuda")})
         self.unavailable = "" if self.indices else "no GPU in use"
         self._stop = threading.Event()
@@ -111,17 +114,22 @@ class GpuMonitor:
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
             try:
-                self.samples.append(self._read())
+                self.samples.append((time.time(), self._read()))
             except Exception as e:  # the driver went away mid-run
                 self.unavailable = _nvml_problem(e)
                 return
 
+    def count_from(self, since: float) -> None:
+        self.since = since if self.since is None else min(self.since, since)
+
     def busy(self) -> float | None:
-        return sum(self.samples) / len(self.samples) if self.samples else None
+        counted = [v for t, v in self.samples if self.since is not None and t >= self.since]
+        return sum(counted) / len(counted) if counted else None
 
     def describe(self) -> str:
         busy = self.busy()
-        return f"{busy:.0%}" if busy is not None else f"unavailable ({self.unavailable or 'no sample yet'})"
+        why = self.unavailable or ("no trial has trained yet" if self.since is None else "no sample yet")
+        return f"{busy:.0%}" if busy is not None else f"unavailable ({why})"
 
     def stop(self) -> None:
         self._stop.set()
@@ -243,8 +251,17 @@ class Progress:
         tail = f" | {seconds:.1f} s" if seconds is not None else ""
         return f"{head}{params} {arch_brief(t)} | {recipe_brief(t)}{tail}"
 
+    def watch_training(self, trials: list[FrozenTrial]) -> None:
+        """The GPU busy share counts from the start of this run's first trial that trains (one that
+        holds a slot: a rejected proposal never reaches the GPU)."""
+        started = [t.datetime_start.timestamp() for t in trials if t.datetime_start and counts(t)]
+        started = [s for s in started if s >= self.t0]
+        if self.monitor and started:
+            self.monitor.count_from(min(started))
+
     def status_line(self, trials: list[FrozenTrial], with_running: bool = True) -> str:
         cfg = self.cfg
+        self.watch_training(trials)
         done = trained(trials)
         running = sum(1 for t in trials if t.state == TrialState.RUNNING and counts(t))
         rate = self.rate(done)
@@ -278,6 +295,7 @@ class Progress:
         if self.monitor:
             self.monitor.stop()
         cfg, trials = self.cfg, study.get_trials(deepcopy=False)
+        self.watch_training(trials)
         done = trained(trials)
         proposals = sum(1 for t in trials if "params" in t.user_attrs or t.user_attrs.get("reason") == "invalid")
         share, share_after_50 = budget_shares(trials)

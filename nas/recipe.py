@@ -30,6 +30,12 @@ class OptimInfo:
     kwargs: Mapping[str, Any] = field(default_factory=dict)  # fixed arguments
     cuda_kwargs: Mapping[str, Any] = field(default_factory=dict)  # further arguments on CUDA only
 
+    @property
+    def fp16_syncs(self) -> bool:
+        """Whether a step in fp16 makes the host wait for the GPU: GradScaler reads its overflow check back
+        to decide whether to step; only a fused optimizer takes the check into its kernel instead."""
+        return not self.fused
+
 
 OPTIMIZERS: dict[str, OptimInfo] = {
     o.name: o
@@ -39,12 +45,12 @@ OPTIMIZERS: dict[str, OptimInfo] = {
         OptimInfo("adam", "torch.optim.Adam", (1e-4, 3e-3), fused=True),
         OptimInfo("adamw", "torch.optim.AdamW", (1e-4, 3e-3), fused=True),
         OptimInfo("adadelta", "torch.optim.Adadelta", (0.1, 2.0), foreach=True),
-        OptimInfo("adagrad", "torch.optim.Adagrad", (1e-3, 0.1), foreach=True),
+        OptimInfo("adagrad", "torch.optim.Adagrad", (1e-3, 0.1), fused=True),  # fused on CUDA since torch 2.4
         # capturable: ASGD's foreach path otherwise reads each step counter back to the host
         OptimInfo("asgd", "torch.optim.ASGD", (0.01, 0.4), foreach=True, cuda_kwargs={"capturable": True}),
         OptimInfo("rmsprop", "torch.optim.RMSprop", (1e-4, 3e-3), momentum=True, foreach=True),
     )
-}
+}  # adadelta, asgd and rmsprop have no fused kernel: in fp16 (auto on pre-Ampere GPUs) each step syncs once
 SCHEDULES = ("constant", "step", "cosine", "cosine-restarts", "warmup-cosine", "onecycle")
 PAD_MODES = ("reflect", "zeros")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # what each means per device: nas.device.choose_precision

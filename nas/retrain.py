@@ -215,7 +215,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
                          f"resume without --epochs, or pass --replace to start over.")  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    split = test_split(data).to(dev)
+    split = test_split(data).to(dev, batch_size=recipe.batch_size)
     log(f"retraining {target.name}: {target.spec.describe()} | {count_params(target.spec):,} params | "
         f"{n_epochs(recipe.epochs)} on {len(split.train_y):,} images | {dev}")  # fmt: skip
     if start:

@@ -406,14 +406,14 @@ def run_worker(cfg: SearchConfig, device: str, on_trial_end: Callable[[], None] 
     Worker(cfg, space, study, data, device, on_trial_end).run()
 
 
-def check_devices(cfg: SearchConfig, split: Any) -> None:
+def check_devices(cfg: SearchConfig, space: Space, split: Any) -> None:
     """Before any worker starts: each GPU must hold a copy of the data per job on it, with room to
     train, and the precision asked for must exist there. One clear line otherwise."""
     from nas.device import check_fits, choose_precision, resolve_device
 
     for name in sorted(set(cfg.devices)):
         device = resolve_device(name)
-        check_fits(split.device_bytes(), device, split.describe(), jobs=cfg.devices.count(name))
+        check_fits(split.device_bytes(space.largest_batch()), device, split.describe(), jobs=cfg.devices.count(name))
         if cfg.precision:
             choose_precision(cfg.precision, device)
 
@@ -441,7 +441,7 @@ def run_search(cfg: SearchConfig, progress: Any) -> optuna.Study:
     if any(d.startswith("cuda") for d in cfg.devices):
         use_expandable_segments()  # before CUDA is first used here, and inherited by the workers
     space, split, identity = prepare(cfg)
-    check_devices(cfg, split)
+    check_devices(cfg, space, split)
     study = _open_study(cfg, space, identity)
     progress.start(study, cfg)
     if len(cfg.devices) == 1:

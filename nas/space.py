@@ -176,6 +176,13 @@ class Space:
         """Rebuild the exact configuration of a trial from its params."""
         return self.decode(lambda name, _p: params[name], **data)
 
+    def largest_batch(self) -> int:
+        """The largest batch size a trial of this space trains with: what a GPU must hold the data for."""
+        entry = self.recipe.get("batch_size", Recipe.batch_size)
+        if not isinstance(entry, Param):
+            return entry
+        return max(entry.dist.choices) if isinstance(entry.dist, CategoricalDistribution) else entry.dist.high
+
     def smallest(self, measure: Callable[[ArchSpec], int] | None = None, **data: int) -> ArchSpec:
         """The configuration with the fewest parameters, or the least of `measure` (count_macs):
         every value of the non-monotone keys is tried, every other key takes its lowest value, as

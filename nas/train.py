@@ -4,7 +4,8 @@ The data already lives on the device (`Split.to`); each epoch is augmented in bu
 (`nas.augment`); the precision, memory layout and backend settings come from `nas.device` (bf16
 autocast where the GPU has it natively, fp16 with a gradient scaler where it does not, channels_last,
 cuDNN autotuning; on the CPU bf16 where native and the thread count a probe of the first steps picks);
-fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged metrics. The learning
+fused/foreach optimizers on CUDA; one host-device sync per epoch, for the logged metrics (in fp16 one
+more a step with an optimizer that has no fused kernel: `OptimInfo.fp16_syncs`). The learning
 rate is a pure function of the step, so a run resumed from a checkpoint follows exactly the schedule
 of an uninterrupted one; its results are bit-identical on the CPU (it keeps the thread count it
 recorded), and on a GPU with `deterministic=True`.
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import ArchSpec
-from nas.augment import TrainBatches, prepare
+from nas.augment import Normalize, TrainBatches, prepare
 from nas.data import Split
 from nas.device import DTYPES, CpuThreads, choose_precision, configure, is_out_of_memory, memory_format, resolve_device
 from nas.errors import NasError
@@ -37,6 +38,11 @@ from nas.recipe import OPTIMIZERS, Recipe
 CHECKPOINT_VERSION = 2  # 2 adds the device type, the precision and the gradient scaler's state
 READABLE_CHECKPOINTS = (1, 2)
 EVAL_BATCH = 1024
+# Parameter-group settings that belong to the device, not to the run: make_optimizer chooses them, and a
+# checkpoint from another device type must not carry them over (capturable=True on the CPU fails its
+# first step; a CPU group loaded on CUDA would silently lose fused).
+DEVICE_FLAGS = ("fused", "foreach", "capturable")
+COMPILE_BACKEND = "inductor"  # torch.compile's; tests choose a cheap one
 log = logging.getLogger("nas")
 
 
@@ -96,6 +102,14 @@ def make_optimizer(model: nn.Module, recipe: Recipe, device: torch.device) -> to
     return getattr(importlib.import_module(module), name)(groups, lr=r.lr, **kwargs)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load `saved` (from any device type) into an optimizer make_optimizer built for this one, keeping
+    this device's DEVICE_FLAGS. Set before loading: torch places the step counters by them."""
+    for group, own in zip(saved["param_groups"], optimizer.param_groups):
+        group.update({k: own[k] for k in DEVICE_FLAGS if k in own})
+    optimizer.load_state_dict(saved)
+
+
 def fit(
     spec: ArchSpec,
     recipe: Recipe,
@@ -132,7 +146,7 @@ def fit(
     precision = choose_precision(recipe.precision, device)
     dtype = DTYPES[precision]
     if data.train_x.device != device:
-        data = data.to(device)
+        data = data.to(device, batch_size=recipe.batch_size)
     have = data.shape
     if {k: getattr(spec, k) for k in have} != have:
         raise NasError(
@@ -153,13 +167,13 @@ def fit(
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 gradients underflow unscaled
         batches = TrainBatches(data.train_x, data.train_y, recipe, data.mean, data.std, spec.classes, dtype,
                                recipe.seed, layout)  # fmt: skip
-        val_x = prepare(data.val_x, data.mean, data.std, dtype, layout)
+        val_x = prepare(data.val_x, Normalize(data.mean, data.std, device), dtype, layout)
         if ckpt and resume and ckpt.exists():
             history = _restore(ckpt, spec, recipe, precision, model, optimizer, scaler, batches, device)
         if not cuda:  # a resumed run keeps the count its first part chose; a deterministic one, torch's
             cpu_threads = CpuThreads.for_run(threads or (history[-1].get("threads") if history else None)
                                              or (torch.get_num_threads() if deterministic else None))  # fmt: skip
-        step_model = torch.compile(model) if compile else model
+        step_model = _compiled(model) if compile else model
         autocast = _autocast(precision, device)
         params = list(model.parameters())
         steps = len(batches)
@@ -186,7 +200,7 @@ def fit(
                 sums += torch.stack([loss.detach() * len(x), (logits.argmax(1) == hard).sum().float()])
             clock.stop()
             scored = epoch % score_every == 0 or epoch == recipe.epochs
-            val = (_evaluate(step_model, val_x, data.val_y, autocast, tta) if scored
+            val = (_evaluate(model, val_x, data.val_y, autocast, tta) if scored  # eager: see _compiled
                    else torch.full((2,), math.nan, device=device))  # fmt: skip
             loss_sum, correct, val_loss, val_correct = torch.cat([sums, val]).tolist()  # the epoch's one sync
             n = steps * batches.batch_size
@@ -219,6 +233,18 @@ def fit(
             cpu_threads.restore()
     model.eval()
     return FitResult("complete", history, model, time.perf_counter() - start, precision=precision)
+
+
+def _compiled(model: nn.Module) -> nn.Module:
+    """`model` compiled for its training steps alone. Every architecture adds its own variants of
+    ResNet.forward to one cache, and at torch's recompile limit (8) the rest of the process runs eager
+    without a word: a search worker stopped compiling after about three trials. So the cache starts
+    empty in each run, and evaluation (eval mode, the short last batch: two more variants, each a
+    compile) runs eager; it is a small share of the work."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    return torch.compile(model, backend=COMPILE_BACKEND)
 
 
 def _logits(model: nn.Module, x: torch.Tensor, autocast, tta: bool) -> torch.Tensor:
@@ -267,7 +293,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
     """Loss and accuracy of `model` on uint8 `images` (on the model's device)."""
     device = next(model.parameters()).device
     precision = choose_precision(precision, device)
-    x = prepare(images.to(device), mean, std, DTYPES[precision], memory_format(device))
+    x = prepare(images.to(device), Normalize(mean, std, device), DTYPES[precision], memory_format(device))
     autocast = _autocast(precision, device)
     loss, correct = _evaluate(model, x, labels.to(device), autocast, tta).tolist()
     return {"loss": loss / len(x), "acc": correct / len(x)}
@@ -276,16 +302,17 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean,
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, mean, std, *, tta: bool = False,
             precision: str = "auto") -> torch.Tensor:  # fmt: skip
-    """Class probabilities for uint8 `images`, batched on the model's device."""
+    """Class probabilities for uint8 `images` (on the host), batched on the model's device: the normalisation
+    constants go there once, and the probabilities come back to the host in one copy."""
     device = next(model.parameters()).device
     precision = choose_precision(precision, device)
-    autocast = _autocast(precision, device)
+    autocast, normalize, layout = _autocast(precision, device), Normalize(mean, std, device), memory_format(device)
     model.eval()
     out = []
     for i in range(0, len(images), EVAL_BATCH):
-        x = prepare(images[i : i + EVAL_BATCH].to(device), mean, std, DTYPES[precision], memory_format(device))
-        out.append(_logits(model, x, autocast, tta).softmax(1).cpu())
-    return torch.cat(out)
+        x = prepare(images[i : i + EVAL_BATCH].to(device, non_blocking=True), normalize, DTYPES[precision], layout)
+        out.append(_logits(model, x, autocast, tta).softmax(1))
+    return torch.cat(out).cpu()
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -338,7 +365,7 @@ def _restore(path: Path, spec, recipe, precision, model, optimizer, scaler, batc
     if state["spec"] != spec.to_dict() or other(state["recipe"]) != other(recipe.to_dict()):
         raise NasError(f"checkpoint {path} was written for another architecture or recipe; start without --resume.")
     model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer_state(optimizer, state["optimizer"])
     saved_precision = state.get("precision")  # version 1 did not say
     if saved_precision == precision and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

@@ -4,6 +4,7 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +37,28 @@ def _get(app, path: str) -> tuple[int, bytes]:
 @pytest.fixture
 def http_get():
     return _get
+
+
+# On CUDA, each of these makes the host wait for the device: nonzero (and masked_select, which calls
+# it) reads a count back, _local_scalar_dense is .item(), lift_fresh is a tensor built from Python data.
+HOST_SYNCS = {"masked_select", "nonzero", "_local_scalar_dense", "lift_fresh", "item"}
+
+
+class OpLog(TorchDispatchMode):
+    """Every ATen op that runs, by name: `with OpLog() as log: ...`, then `log.ops`, `log.syncs()`."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+    def syncs(self) -> list[str]:
+        return [op for op in self.ops if op in HOST_SYNCS]
+
+
+@pytest.fixture
+def op_log():
+    return OpLog

@@ -3,7 +3,6 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from nas.augment import TrainBatches, chunk_images, cutmix, cutout, mixup, random_crop, random_flip, random_rotate
 from nas.recipe import Recipe
@@ -116,36 +115,19 @@ def test_chunked_epochs_use_each_image_at_most_once(monkeypatch):
     assert torch.equal(images, labels.float())  # image i still travels with label i
 
 
-class OpLog(TorchDispatchMode):
-    """Every ATen op that runs, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
-
-
-# On CUDA, each of these makes the host wait for the device: nonzero (and masked_select, which calls
-# it) reads a count back, _local_scalar_dense is .item(), lift_fresh is a tensor built from Python data.
-HOST_SYNCS = {"masked_select", "nonzero", "_local_scalar_dense", "lift_fresh", "item"}
-
-
-def test_an_epoch_of_augmentation_never_makes_the_host_wait():
+def test_an_epoch_of_augmentation_never_makes_the_host_wait(op_log):
     x = torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8)
     y = torch.arange(96) % 10
     every_op = Recipe(batch_size=16, crop_padding=2, flip=True, rotation=10, cutout=3, cutout_holes=2, mixup=0.4,
                       cutmix=1.0)  # fmt: skip
     for recipe in (every_op, Recipe(batch_size=16, pad_mode="zeros")):
-        with OpLog() as setup:
+        with op_log() as setup:
             batches = TrainBatches(x, y, recipe, (0.5, 0.4, 0.3), (0.2,) * 3, 10, torch.bfloat16, seed=0)
-        with OpLog() as epoch:
+        with op_log() as epoch:
             out = [(xb.sum(), tb.sum()) for xb, tb in batches]  # touch every batch
         assert len(out) == 6
         assert "lift_fresh" in setup.ops  # the normalisation constants: built once, before any epoch
-        assert not HOST_SYNCS & set(epoch.ops), sorted(HOST_SYNCS & set(epoch.ops))
+        assert not epoch.syncs(), epoch.syncs()
         assert {"index", "randperm"} <= set(epoch.ops)  # the gathers and the permutation did run in the mode
 
 

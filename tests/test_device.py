@@ -95,6 +95,28 @@ def test_bad_device_names_are_one_clear_error(monkeypatch):
         resolve_device("tpu7")
 
 
+def test_prediction_uploads_the_normalisation_constants_once_and_copies_to_the_host_once(monkeypatch, op_log):
+    model = build_model(ArchSpec(blocks=[1], channels=[8], image_size=8)).eval()
+    images = torch.randint(0, 256, (2500, 3, 8, 8), dtype=torch.uint8)  # three batches of up to 1024
+    to_host = []
+    cpu = torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda self, *a, **k: to_host.append(self.shape) or cpu(self, *a, **k))
+    with op_log() as log:
+        probs = predict(model, images, (0.5,) * 3, (0.2,) * 3, precision="fp32")
+    assert probs.shape == (2500, 10) and torch.allclose(probs.sum(1), torch.ones(2500))
+    assert log.ops.count("lift_fresh") == 2  # mean and std, built from Python numbers once, not per batch
+    assert to_host == [(2500, 10)]
+
+
+def test_the_precision_flag_says_what_auto_picks_on_a_cpu(capsys):
+    from nas.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    words = " ".join(capsys.readouterr().out.split())
+    assert "on the CPU bf16 where it is native (AVX512-BF16, AMX), else fp32" in words
+
+
 def test_a_model_built_for_prediction_takes_the_device_layout(tmp_path):
     from nas.predict import load_model
 
@@ -153,21 +175,34 @@ def test_the_cpu_runs_bf16_where_native_else_fp32_unless_asked_otherwise(monkeyp
 @pytest.fixture
 def backend_flags():
     """configure() sets process-wide flags: put them back."""
-    matmul, conv = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     benchmark, deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     yield
-    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = matmul, conv
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = benchmark, deterministic
     torch.use_deterministic_algorithms(False)
 
 
+def tf32_getters() -> dict:
+    """Every way torch lets code read the TF32 settings; each raises where the APIs were mixed."""
+    return {"matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul precision": torch.get_float32_matmul_precision(),
+            "matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+            "conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision}  # fmt: skip
+
+
 def test_fp32_on_a_gpu_means_no_tf32_and_autocast_runs_may_use_it(gpu, backend_flags):
+    # Setting the fp32_precision properties made the older getters raise: allow_tf32 and
+    # get_float32_matmul_precision after bf16 or fp16, cudnn.allow_tf32 after fp32.
     device = gpu((9, 0))
-    configure(device, "fp32")
-    assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "ieee"
-    assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
-    configure(device, "bf16")
-    assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "tf32"
+    for _ in range(2):  # fp32 after autocast and the reverse, in one process
+        configure(device, "fp32")
+        assert torch.backends.cudnn.benchmark and not torch.are_deterministic_algorithms_enabled()
+        assert tf32_getters() == {"matmul.allow_tf32": False, "cudnn.allow_tf32": False, "matmul precision": "highest",
+                                  "matmul.fp32_precision": "ieee", "conv.fp32_precision": "none"}  # fmt: skip
+        configure(device, "bf16")
+        assert tf32_getters() == {"matmul.allow_tf32": True, "cudnn.allow_tf32": True, "matmul precision": "high",
+                                  "matmul.fp32_precision": "tf32", "conv.fp32_precision": "tf32"}  # fmt: skip
 
 
 def test_deterministic_mode_turns_off_autotuning_and_fixes_the_cublas_workspace(gpu, backend_flags, monkeypatch):
@@ -203,13 +238,29 @@ def test_a_split_knows_what_it_needs_on_a_device_and_refuses_to_move_where_it_ca
 
     pixels = 3 * 32 * 32
     small = validation_split(synthetic(100), val_size=20)  # augmented in one chunk of its 80 images
-    assert small.device_bytes() == 100 * pixels + 8 * 100 + 4 * 20 * pixels + WORKSPACE_CHUNKS * 4 * 80 * pixels
+    assert small.device_bytes(16) == 100 * pixels + 8 * 100 + 4 * 20 * pixels + WORKSPACE_CHUNKS * 4 * 80 * pixels
     split = validation_split(synthetic(20_000), val_size=2000)  # in chunks of 8,192 images (96 MiB of floats)
-    assert split.device_bytes() == 20_000 * pixels + 8 * 20_000 + 4 * 2000 * pixels + WORKSPACE_CHUNKS * CHUNK_BYTES
+    assert split.device_bytes(512) == 20_000 * pixels + 8 * 20_000 + 4 * 2000 * pixels + WORKSPACE_CHUNKS * CHUNK_BYTES
     monkeypatch.setattr("nas.device.free_bytes", lambda device: 2**28)
-    with pytest.raises(ValueError, match=r"the data \(20,000 images of 3x32x32\) needs 466 MiB of GPU memory; cuda:0 has 256 MiB free"):
+    with pytest.raises(ValueError, match=r"the data \(20,000 images of 3x32x32\) needs 562 MiB of GPU memory; cuda:0 has 256 MiB free"):
+        split.to(gpu((8, 0)), batch_size=512)
+    with pytest.raises(TypeError, match="pass its batch_size"):  # a check with no batch size would guess low
         split.to(gpu((8, 0)))
     assert split.to("cpu").train_x is split.train_x  # already there: nothing checked, nothing copied
+
+
+def test_large_images_at_a_large_batch_need_a_chunk_of_a_whole_batch():
+    from nas.augment import CHUNK_BYTES, WORKSPACE_CHUNKS
+    from nas.data import Split
+
+    image = 3 * 224 * 224
+    x = torch.empty(1000, 3, 224, 224, dtype=torch.uint8)  # never read: only its shape counts
+    split = Split(x, torch.zeros(1000, dtype=torch.long), x[:100], torch.zeros(100, dtype=torch.long), (0.5,) * 3,
+                  (0.2,) * 3, [str(i) for i in range(10)])  # fmt: skip
+    base = 1100 * image + 8 * 1100 + 4 * 100 * image
+    assert split.device_bytes(64) == base + WORKSPACE_CHUNKS * 4 * image * (CHUNK_BYTES // (4 * image * 64)) * 64
+    assert split.device_bytes(512) == base + WORKSPACE_CHUNKS * 4 * image * 512  # one batch is 294 MiB of floats
+    assert split.device_bytes(512) - split.device_bytes(1) > 0.75 * 2**30  # what the check with batch 1 missed
 
 
 def test_out_of_memory_is_recognised_however_the_library_reports_it():

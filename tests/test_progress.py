@@ -67,7 +67,36 @@ def test_gpu_busy_is_measured_over_the_gpus_in_use(monkeypatch):
     while len(monitor.samples) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     monitor.stop()
+    assert monitor.busy() is None and monitor.describe() == "unavailable (no trial has trained yet)"
+    monitor.count_from(0.0)
     assert monitor.indices == [0, 1] and monitor.busy() == pytest.approx(0.8) and monitor.describe() == "80%"
+
+
+def test_gpu_busy_counts_from_when_the_first_trial_trains(monkeypatch):
+    # Sampling starts before the workers are spawned, import torch and load the data: a short search read low.
+    import time
+
+    import torch
+
+    from nas.progress import GpuMonitor
+
+    monkeypatch.setattr(torch.cuda, "utilization", lambda i: 0)
+    study = optuna.create_study(direction="maximize")
+    out = io.StringIO()
+    progress = Progress(out, live=False)
+    cfg = SearchConfig(budget=5000, trials=1, space="tiny", devices=("cuda:0",))
+    progress.start(study, cfg)
+    progress.monitor.stop()
+    progress.monitor = monitor = GpuMonitor(cfg.devices, interval=3600)  # samples set by hand below
+    now = time.time()
+    progress.t0 = now - 60  # the run started a minute ago
+    monitor.samples = [(now - 50, 0.0), (now - 30, 0.1)]  # workers starting, data loading: no trial yet
+    add(study, reason="over_budget", state=TrialState.PRUNED, params=9000)  # rejected: never reaches the GPU
+    assert "GPU busy unavailable (no trial has trained yet)" in progress.status_line(study.trials)
+    add(study, value=0.5)  # the first trial that trains starts now
+    monitor.samples += [(now + 1, 0.9), (now + 2, 0.7)]
+    summary = progress.summary(study)
+    assert summary["gpu_busy"] == pytest.approx(0.8) and "GPU busy 80%" in out.getvalue()
 
 
 def test_gpu_busy_says_why_it_is_unavailable(monkeypatch):

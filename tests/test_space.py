@@ -289,3 +289,10 @@ def test_width_multiple_is_a_property_of_the_space_and_8_by_default(tmp_path):
         parse_space(text.replace("arch:\n", "arch:\n  width_multiple: {choice: [1, 8]}\n"), tmp_path / "s.yaml")
     with pytest.raises(SpaceError, match="width_multiple"):
         parse_space(text.replace("arch:\n", "arch:\n  width_multiple: 0\n"), tmp_path / "s.yaml")
+
+
+def test_the_largest_batch_of_a_space_is_what_a_gpu_must_hold_the_data_for(tmp_path):
+    recipe = {"{choice: [64, 512, 128]}": 512, "{int: [32, 96], step: 32}": 96, "200": 200}
+    for entry, largest in recipe.items():
+        assert load_space(write(tmp_path, MINIMAL + f"recipe:\n  batch_size: {entry}\n")).largest_batch() == largest
+    assert load_space(write(tmp_path, MINIMAL)).largest_batch() == Recipe.batch_size  # the recipe's default

@@ -95,6 +95,29 @@ def test_nan_loss_ends_the_run_with_a_status(split):
     assert "loss became" in result.message and len(result.history) == 1
 
 
+def test_the_tenth_compiled_run_of_a_process_is_still_compiled(monkeypatch):
+    # Each architecture added its compiled variants (train, eval, the short last eval batch) of ResNet.forward to
+    # one cache; from the fifth run here on, torch's recompile limit (8) made every step run eager, silently.
+    graph_calls = []
+
+    def counting_backend(graph, example_inputs):  # dynamo's eager backend, counting the compiled graph's calls
+        def run(*args):
+            graph_calls[-1] += 1
+            return graph.forward(*args)
+
+        return run
+
+    monkeypatch.setattr("nas.train.COMPILE_BACKEND", counting_backend)
+    monkeypatch.setattr("nas.train.EVAL_BATCH", 16)  # 20 validation images: a short last batch, as in a search
+    data = validation_split(synthetic(60, size=8), val_size=20)
+    for width in range(8, 88, 8):  # ten trials of ten architectures in one worker process
+        graph_calls.append(0)
+        result = fit(ArchSpec(blocks=[1], channels=[width], image_size=8), Recipe(epochs=1, batch_size=20), data,
+                     compile=True)  # fmt: skip
+        assert result.status == "complete"
+    assert graph_calls == [2] * 10  # both training steps of every run, compiled; evaluation eager
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_trains(split, optimizer):
     lr = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adadelta": 1.0, "adagrad": 0.01}.get(optimizer, 0.05)
@@ -211,6 +234,27 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu_and_says_the_random_st
     assert resumed.status == "complete" and len(resumed.history) == 3
     assert strip(resumed.history[:1]) == strip(state["history"])
     assert "written on cuda" in caplog.text and "random stream" in caplog.text and "differs" in caplog.text
+
+
+def test_an_asgd_checkpoint_written_on_a_gpu_resumes_on_the_cpu(small, tmp_path, caplog):
+    # On CUDA make_optimizer gives ASGD capturable=True and foreach=True, and the checkpoint keeps them in its
+    # param groups; loaded as they were, the CPU's first step failed: "If capturable=True, params ... must be
+    # on supported devices".
+    recipe = Recipe(optimizer="asgd", lr=0.05, epochs=2, batch_size=40)
+    spec = ArchSpec(blocks=[1], channels=[8], image_size=16)
+    ckpt = tmp_path / "run.ckpt"
+    killed_after(1, spec, recipe, small, ckpt)
+    state = torch.load(ckpt, weights_only=True)
+    philox = torch.tensor([7] + [0] * 15, dtype=torch.uint8)
+    state.update(device_type="cuda", cuda_rng=philox)
+    state["batches"]["g"] = philox.clone()
+    for group in state["optimizer"]["param_groups"]:
+        group.update(capturable=True, foreach=True)
+    torch.save(state, ckpt)
+    resumed = fit(spec, recipe, small, checkpoint=ckpt, resume=True)
+    assert resumed.status == "complete" and len(resumed.history) == 2 and "written on cuda" in caplog.text
+    groups = torch.load(ckpt, weights_only=True)["optimizer"]["param_groups"]  # the last checkpoint, written here
+    assert all(g["capturable"] is False and g["foreach"] is None for g in groups)
 
 
 @pytest.fixture
