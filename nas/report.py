@@ -18,11 +18,11 @@ from nas.arch import ArchSpec
 from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
 from nas.retrain import describe, retrains
-from nas.study import (FILL_MIN, METRIC, STUDIES_DIR, StoredTrial, artifact_dir, repeat, study_space, trial_arch,
-                       trial_recipe, trial_seconds)  # fmt: skip
+from nas.study import (FILL_MIN, METRIC, StoredTrial, artifact_dir, cut_short, repeat, study_flags, study_home, study_space,
+                       study_system_attrs, study_url, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
 
 COLUMNS = ["name", "trial", "state", "proxy_val_acc", "proxy_epochs", "params", "macs", "retrain_test_acc",
-           "retrain_test_acc_tta", "retrain_epochs", "proxy_seconds", "arch", "recipe"]  # fmt: skip
+           "retrain_test_acc_tta", "retrain_epochs", "proxy_seconds", "arch", "recipe", "reason"]  # fmt: skip
 STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2}  # a pruned score is from fewer epochs: below every complete one
 MIN_IMPORTANCE_TRIALS = 8
 MIN_FIDELITY_TRIALS = 3
@@ -30,27 +30,30 @@ MIN_FIDELITY_TRIALS = 3
 
 def leaderboard(study: optuna.Study):
     """One row per trained trial and per retrained preset: retrained ones first by test accuracy,
-    then complete trials by proxy score, then pruned ones (scored after fewer epochs), then failed."""
+    then complete trials by proxy score, then pruned ones (scored after fewer epochs), then failed ones,
+    those cut short (interrupted, a dead worker, an error) included, each with its reason."""
     import pandas as pd
 
     done = retrains(study)
     proxy_epochs = study.user_attrs.get("proxy_epochs")
     rows = []
-    for t in trained(study.get_trials(deepcopy=False)):
+    trials = study.get_trials(deepcopy=False)
+    for t in trained(trials) + [t for t in trials if cut_short(t) and "params" in t.user_attrs]:
         a, r = t.user_attrs, done.get(f"trial-{t.number}", {})
         last = max(t.intermediate_values, default=None)
         rows.append({"name": f"trial-{t.number}", "trial": t.number, "state": _state(t),
                      "proxy_val_acc": t.value if t.state == TrialState.COMPLETE else _last(t),
                      "proxy_epochs": proxy_epochs if t.state == TrialState.COMPLETE else last,
                      "params": a["params"], "macs": a["macs"], **_retrain_columns(r),
-                     "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t)})  # fmt: skip
+                     "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t),
+                     "reason": a.get("reason") if t.state == TrialState.FAIL else None})  # fmt: skip
     for name, r in done.items():
         if name.startswith("preset-"):
             over = any(r[measure] > limit for measure, limit in limits(study).items())  # either limit
             rows.append({"name": name, "trial": None, "state": "over budget" if over else "preset",
                          "proxy_val_acc": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
                          **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
-                         "recipe": Recipe.from_dict(r["recipe"]).describe()})  # fmt: skip
+                         "recipe": Recipe.from_dict(r["recipe"]).describe(), "reason": None})  # fmt: skip
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("trial", "proxy_epochs", "retrain_epochs"):
         df[col] = df[col].astype("Int64")
@@ -75,9 +78,10 @@ def _last(t: FrozenTrial) -> float | None:
     return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
 
 
-def fidelity(df) -> dict[str, Any] | None:
+def fidelity(df, flags: str = "") -> dict[str, Any] | None:
     """Rank correlation between proxy score and retrain accuracy over retrained complete trials (>= 3),
-    with the baseline a proxy must beat to be worth its training: the parameter count alone."""
+    with the baseline a proxy must beat to be worth its training: the parameter count alone. `flags`
+    (' --study X') go into the commands it suggests."""
     both = df[(df["state"] == "complete")].dropna(subset=["proxy_val_acc", "retrain_test_acc"])
     if len(both) < MIN_FIDELITY_TRIALS:
         return None
@@ -87,7 +91,7 @@ def fidelity(df) -> dict[str, Any] | None:
     warnings = []
     if len(lengths) > 1:
         warnings.append(f"the retrains differ in length ({', '.join(map(str, lengths))} epochs): longer ones score "
-                        f"higher whatever their proxy said; retrain them alike (nas retrain --epochs N --replace)")  # fmt: skip
+                        f"higher whatever their proxy said; retrain them alike (nas retrain --trial N --epochs E --replace{flags})")  # fmt: skip
     if kendall["params"] > kendall["proxy_val_acc"]:
         warnings.append(f"the parameter count alone ranks these retrains better than the proxy does (Kendall tau "
                         f"{kendall['params']:.3f} against {kendall['proxy_val_acc']:.3f}): retrain the largest trials "
@@ -115,15 +119,16 @@ def markdown_table(df) -> str:
 
 
 def console_table(df, width: int) -> str:
-    """The leaderboard for a terminal `width` columns wide: params and MACs in k/M, the optional
-    columns dropped (MACs first) until the architecture has room, the architecture cut to fit."""
+    """The leaderboard for a terminal `width` columns wide: params and MACs in k/M, the columns no row
+    fills dropped, then the optional ones (MACs first) until the architecture has room, the
+    architecture cut to fit. A failed trial's state is its reason (oom, interrupted...)."""
     import pandas as pd
 
     def num(v: Any, fmt) -> str:
         return "" if pd.isna(v) else fmt(v)
 
     columns = {  # header -> cell; in order of display
-        "name": lambda r: r.name, "state": lambda r: r.state,
+        "name": lambda r: r.name, "state": lambda r: r.reason if r.state == "failed" and isinstance(r.reason, str) else r.state,
         "proxy": lambda r: num(r.proxy_val_acc, "{:.4f}".format), "ep": lambda r: num(r.proxy_epochs, str),
         "params": lambda r: fmt_params(r.params), "MACs": lambda r: f"{r.macs / 1e6:,.1f}M",
         "test": lambda r: num(r.retrain_test_acc, "{:.4f}".format),
@@ -132,8 +137,8 @@ def console_table(df, width: int) -> str:
     }
     rows = list(df.itertuples(index=False))
     cells = {h: [f(r) for r in rows] for h, f in columns.items()}
-    widths = {h: max([len(h), *map(len, cells[h])]) for h in cells}
-    for optional in ("MACs", "TTA", "time", "epochs"):
+    widths = {h: max([len(h), *map(len, cells[h])]) for h in cells if h in ("name", "state") or any(cells[h])}
+    for optional in (h for h in ("MACs", "TTA", "time", "epochs") if h in widths):
         if sum(widths.values()) + 2 * len(widths) + 20 <= width:
             break
         del widths[optional]
@@ -149,7 +154,8 @@ def console_table(df, width: int) -> str:
 
 def legend(shown: list[str]) -> str:
     """What the printed columns mean, for those `shown`."""
-    words = {"proxy": f"{METRIC} after ep proxy epochs", "test": "retrain test accuracy",
+    words = {"proxy": f"{METRIC}, the proxy training's validation accuracy", "ep": "the epochs it ran (fewer if pruned)",
+             "test": "retrain test accuracy",
              "TTA": "the same with flip-TTA", "epochs": "of the retrain", "time": "of the proxy training"}  # fmt: skip
     return "; ".join(f"{h}: {w}" for h, w in words.items() if h in shown) + "."
 
@@ -317,19 +323,21 @@ def importance_figure(study: optuna.Study, imp: dict[str, float]):
 
 
 def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
-    """Write leaderboard.csv/.md and the figures to `out` (default studies/<study>/report); returns
-    them with the fidelity and, for what was left out, why."""
+    """Write leaderboard.csv/.md and the figures to `out` (default: the study's folder beside its
+    storage, `report/`); returns them with the fidelity and, for what was left out, why. It only
+    reads the study: the dashboard note is `write_note`'s, which `nas report --note` calls."""
     from optuna.visualization import plot_intermediate_values, plot_optimization_history
 
-    out = out or STUDIES_DIR / study.study_name / "report"
+    flags = study_flags(study.study_name, study_url(study))
+    out = out or study_home(study.study_name, study_url(study)) / "report"
     out.mkdir(parents=True, exist_ok=True)
     df = leaderboard(study)
     df.to_csv(out / "leaderboard.csv", index=False)
-    fid, skipped = fidelity(df), {}
+    fid, skipped = fidelity(df, flags), {}
     if not fid:
         n = int(((df["state"] == "complete") & df["retrain_test_acc"].notna()).sum())
         skipped["proxy fidelity"] = (f"{n} retrained complete trial{'s' * (n != 1)}, {MIN_FIDELITY_TRIALS} needed "
-                                     f"(nas retrain --top {MIN_FIDELITY_TRIALS})")  # fmt: skip
+                                     f"(nas retrain --top {MIN_FIDELITY_TRIALS}{flags})")  # fmt: skip
     md = f"# {study.study_name}\n\n" + markdown_table(df)
     if fid:
         md += f"\nProxy fidelity over {fid['trials']} retrained trials: {fidelity_line(fid)}.\n"
@@ -349,7 +357,6 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
         skipped["importances"] = why
     for name, fig in figures.items():
         fig.write_html(out / name, include_plotlyjs="directory")  # one plotly.min.js beside them, works offline
-    write_note(study)
     return {"dir": out, "leaderboard": df, "fidelity": fid, "figures": sorted(figures), "importances": imp,
             "skipped": skipped}  # fmt: skip
 
@@ -392,49 +399,76 @@ def note(study: optuna.Study) -> str:
             lines.append(f"| {name} | {r['retrain_test_acc']:.4f} | {r['retrain_test_acc_tta']:.4f} | "
                          f"{r['retrain_epochs']} | {r['params']:,} | {proxy} | {_links(study, r)} |")  # fmt: skip
         lines.append("\nThe files open from the dashboard when it runs with `--artifact-dir` "
-                     f"`{artifact_dir(study.study_name)}`.")  # fmt: skip
+                     f"`{artifact_dir(study.study_name, study_url(study))}`, the folder beside the study's storage "
+                     "that holds them; a file not kept there is said so.")  # fmt: skip
     space = study_space(study)
     if space:
         lines += ["", "### Search space", "", "```yaml", space.rstrip("\n"), "```"]
-    lines.append(f"\n_Written by nas {__version__}; `nas report` refreshes it._")
+    lines.append(f"\n_Written by nas {__version__}; `nas search`, `nas retrain` and `nas report --note` refresh it._")
     return "\n".join(lines)
 
 
 def _links(study: optuna.Study, r: dict[str, Any]) -> str:
-    """Markdown links to a retrain's files, served by optuna-dashboard from its artifact store."""
+    """Markdown links to a retrain's files, served by optuna-dashboard from the artifact folder beside
+    the study's storage; a file not in that folder (a study handed on without it) is named, unlinked."""
     try:
         from optuna_dashboard.artifact import get_artifact_path
     except ImportError:
         return ""
-    return " · ".join(f"[{f}]({get_artifact_path(study, i)})" for f, i in r.get("artifacts", {}).items())
+    where = artifact_dir(study.study_name, study_url(study))
+    files = r.get("artifacts", {})
+    kept = [f"[{f}]({get_artifact_path(study, i)})" for f, i in files.items() if (where / i).is_file()]
+    lost = [f for f, i in files.items() if not (where / i).is_file()]
+    return " · ".join(kept + ([f"not kept with the study: {', '.join(lost)}"] if lost else []))
 
 
 def trial_note(study: optuna.Study, r: dict[str, Any]) -> str:
     said = describe(r)
+    folder = f"\n\nAlso in `{r['dir']}`." if Path(r["dir"]).is_dir() else ""
     return (f"### Retrained in full\n{said[0].upper() + said[1:]} in {r['retrain_seconds']:.0f} s on {r['device']} "
-            f"(seed {r['seed']}).\n\nFiles: {_links(study, r)}\n\nAlso in `{r['dir']}`.")  # fmt: skip
+            f"(seed {r['seed']}).\n\nFiles: {_links(study, r)}{folder}")  # fmt: skip
+
+
+RETRAINED = "### Retrained in full"  # where a trial note's retrain part starts; what the search said comes before
 
 
 def write_note(study: optuna.Study) -> bool:
-    """Save the study note, a note on each retrained trial and the study-page figures, where
-    optuna-dashboard is installed (`pip install -e .[dashboard]`); returns whether it could."""
+    """Save the study note, a note on each retrained trial (after what the search said of it: a pruned
+    trial stays pruned) and the study-page figures, where optuna-dashboard is installed (`pip install
+    -e .[dashboard]`); returns whether it could. Only what changed is written: each save appends to a
+    journal, and a study that did not change must stay byte for byte what it was."""
     try:
-        from optuna_dashboard import save_note, save_plotly_graph_object
+        from optuna_dashboard import get_note, save_note
     except ImportError:
         return False
-    save_note(study, note(study))
+    if get_note(study) != (text := note(study)):
+        save_note(study, text)
     trials = study.get_trials(deepcopy=False)
     for name, r in retrains(study).items():
         if name.startswith("trial-"):
             stored = StoredTrial.of(study, trials[int(name.split("-", 1)[1])])
             trial = optuna.Trial(study, stored.trial_id)  # notes live on the study
-            save_note(trial, trial_note(study, r))
-    # A fixed id: each save replaces the figure instead of adding another.
+            before = get_note(trial).split(RETRAINED)[0].rstrip()
+            text = (before + "\n\n" if before else "") + trial_note(study, r)
+            if get_note(trial) != text:
+                save_note(trial, text)
     df = leaderboard(study)
-    save_plotly_graph_object(study, budget_check(study), graph_object_id="nas-budget-check")
-    save_plotly_graph_object(study, accuracy_vs(study, df), graph_object_id="nas-accuracy")
+    _save_figure(study, budget_check(study), "nas-budget-check")
+    _save_figure(study, accuracy_vs(study, df), "nas-accuracy")
     if "macs" in limits(study):
-        save_plotly_graph_object(study, budget_check(study, "macs"), graph_object_id="nas-macs-check")
-        save_plotly_graph_object(study, accuracy_vs(study, df, "macs"), graph_object_id="nas-accuracy-macs")
+        _save_figure(study, budget_check(study, "macs"), "nas-macs-check")
+        _save_figure(study, accuracy_vs(study, df, "macs"), "nas-accuracy-macs")
     return True
 
+
+def _save_figure(study: optuna.Study, fig, graph_id: str) -> None:
+    """A figure on the dashboard's study page under a fixed id (each save replaces it), saved only if
+    it differs from the one stored."""
+    from optuna_dashboard import save_plotly_graph_object
+    from optuna_dashboard._custom_plot_data import SYSTEM_ATTR_PLOT_DATA
+
+    prefix = f"{SYSTEM_ATTR_PLOT_DATA}{graph_id}:"
+    stored = study_system_attrs(study)
+    parts = sorted((int(k.removeprefix(prefix)), v) for k, v in stored.items() if k.startswith(prefix))
+    if "".join(v for _, v in parts) != fig.to_json():
+        save_plotly_graph_object(study, fig, graph_object_id=graph_id)

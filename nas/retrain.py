@@ -31,8 +31,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space
-from nas.study import (REJECTED, RETRAIN_PREFIX, STUDIES_DIR, artifact_dir, repeat, set_study_system_attr, study_space,
-                       study_system_attrs, trial_arch, trial_recipe)  # fmt: skip
+from nas.study import (REJECTED, RETRAIN_PREFIX, artifact_dir, repeat, set_study_system_attr, study_home, study_space,
+                       study_system_attrs, study_url, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
 CHECKPOINT = "checkpoint.pt"
@@ -86,7 +86,18 @@ def best_trials(study: optuna.Study, k: int) -> list[int]:
 
 
 def default_out(study: optuna.Study, name: str) -> Path:
-    return STUDIES_DIR / study.study_name / name
+    return study_home(study.study_name, study_url(study)) / name
+
+
+def kept_file(study: optuna.Study, name: str, filename: str) -> Path | None:
+    """Where a retrain's file is on this machine: in the folder it was written to, in the study's own
+    folder beside its storage (a study copied elsewhere), or in the study's artifacts; None if nowhere."""
+    r = retrains(study).get(name, {})
+    places = [Path(r["dir"]) / filename] if r.get("dir") else []
+    places.append(default_out(study, name) / filename)
+    if r.get("artifacts", {}).get(filename):
+        places.append(artifact_dir(study.study_name, study_url(study)) / r["artifacts"][filename])
+    return next((p for p in places if p.is_file()), None)
 
 
 def retrains(study: optuna.Study) -> dict[str, dict[str, Any]]:
@@ -210,7 +221,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
             f"{' instead of --replace' if replace_earlier else ''} to continue from epoch {done + 1}." if done else
             f"No checkpoint yet (one is written every {CHECKPOINT_EVERY} epochs): nothing to resume."))  # fmt: skip
         raise
-    seconds = time.perf_counter() - t0
+    earlier_seconds = sum(h.get("seconds", 0.0) for h in result.history[:start or 0])  # from the checkpoint
+    seconds = time.perf_counter() - t0 + earlier_seconds
     if result.status != "complete":
         raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
     tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True,
@@ -220,7 +232,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
         "retrain_test_acc": result.final["val_acc"],
         "retrain_test_acc_tta": tta["acc"],
         "retrain_epochs": recipe.epochs,
-        "retrain_seconds": round(seconds, 1),  # this run's; a resumed run's earlier epochs are in history.csv
+        "retrain_seconds": round(seconds, 1),  # all epochs, a resumed run's earlier ones included
         "test_loss": result.final["val_loss"],
         "params": count_params(target.spec),
         "macs": count_macs(target.spec),
@@ -245,7 +257,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     set_study_system_attr(study, f"nas:{RETRAIN_PREFIX}{target.name}", metrics)
     study.set_user_attr(f"{RETRAIN_PREFIX}{target.name}", f"{describe(metrics)}; {out}")  # what the dashboard lists
     ckpt.unlink(missing_ok=True)  # finished: a checkpoint left behind would mean an interrupted run
-    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s -> {out}")
+    resumed = f", {earlier_seconds:.0f} s of them before the resume" if start else ""
+    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s{resumed} -> {out}")
     return metrics
 
 
@@ -261,7 +274,7 @@ def _upload(study: optuna.Study, name: str, out: Path, earlier: dict[str, str]) 
     so the dashboard lists each file once."""
     from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-    store_dir = artifact_dir(study.study_name)
+    store_dir = artifact_dir(study.study_name, study_url(study))
     store_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(store_dir))
     attached = {a.artifact_id for a in get_all_artifact_meta(study)}
