@@ -418,7 +418,7 @@ def run_search(args: argparse.Namespace) -> int:
         if progress.study is not None:  # what finished before the Ctrl-C, and the commands to go on
             with contextlib.suppress(Exception, KeyboardInterrupt):  # a second Ctrl-C or a busy database: the line below still says it
                 progress.summary(progress.study)
-        print("\nnas search: interrupted; running trials were marked failed. Run the same command to resume.",
+        print("\nnas search: interrupted; the running trials were marked failed.\nRun the same command to resume.",
               file=sys.stderr)  # fmt: skip
         return 130
     finally:

@@ -70,7 +70,7 @@ def cut_short_words(trials: list[FrozenTrial]) -> str:
     if not out:
         return ""
     kinds = ", ".join(f"{out.count(r)} {r}" for r in dict.fromkeys(out))
-    return f"; {len(out)} cut short ({kinds}), their slots trained again"
+    return f"; {len(out)} cut short ({kinds}), {'its slot' if len(out) == 1 else 'their slots'} freed for another"
 
 
 def budget_shares(trials: list[FrozenTrial]) -> tuple[float | None, float | None]:
@@ -239,6 +239,9 @@ class Progress:
         return f"  #{t.number:<4} epoch {epoch}/{self.cfg.proxy_epochs}{last} | {params}{arch_brief(t)}"
 
     def trial_line(self, t: FrozenTrial) -> str:
+        """'#12   val 0.6400  12.6k  3.2s  basic 1 x 24, ... | sgd lr 0.05, ...': the outcome, size and
+        time in fixed columns, then the architecture and the recipe (on a narrow terminal, the recipe
+        goes below, under the architecture)."""
         a = t.user_attrs
         head = f"#{t.number:<4}"
         if t.state == TrialState.COMPLETE:
@@ -249,9 +252,9 @@ class Progress:
         else:
             head += f" FAILED: {a.get('reason', '?')} ({a.get('error', '')})"
         seconds = trial_seconds(t)
-        params = f" {fmt_params(a['params'])}" if "params" in a else ""
-        tail = f" | {seconds:.1f} s" if seconds is not None else ""
-        return f"{head}{params} {arch_brief(t)} | {recipe_brief(t)}{tail}"
+        head += f" {fmt_params(a['params']):>6}" if "params" in a else ""
+        head += f" {fmt_seconds(seconds):>5}" if seconds is not None else ""
+        return f"{head}  {arch_brief(t)} | {recipe_brief(t)}"
 
     def status_line(self, trials: list[FrozenTrial], with_running: bool = True) -> str:
         cfg = self.cfg
@@ -323,12 +326,13 @@ class Progress:
                     f"{fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
         if r["top"]:
             self._print(f"top {len(r['top'])} by {METRIC} after {cfg.proxy_epochs} proxy epochs:")
+            self._print("  trial    val   params     MACs  architecture | recipe")
             for t in r["top"]:
-                self._print(f"  #{t['number']:<4} {t['val_acc']:.4f} {fmt_params(t['params']):>7} params "
-                            f"{t['macs'] / 1e6:>7,.1f}M MACs | {t['arch']} | {t['recipe']}")  # fmt: skip
+                self._print(f"  #{t['number']:<4} {t['val_acc']:.4f} {fmt_params(t['params']):>7} "
+                            f"{fmt_params(t['macs']):>7}  {t['arch']} | {t['recipe']}")  # fmt: skip
         where = study_flags(study.study_name, r["storage"])
-        self._print(self.next_step([t["number"] for t in r["top"]], where), command=True)
-        self._print(f"browse the study: {dashboard_command(r['storage'], study.study_name)}", command=True)
+        self._print(*self.next_step([t["number"] for t in r["top"]], where))
+        self._print("browse the study:", dashboard_command(r["storage"], study.study_name))
         return result
 
     def next_step(self, top: list[int], where: str) -> str:
@@ -341,29 +345,51 @@ class Progress:
             already = [f"#{n}" for n in top[: top.index(todo[0])]]
             what = f"the best not yet retrained ({', '.join(already)} {'is' if len(already) == 1 else 'are'})" \
                 if already else "the best"  # fmt: skip
-            return f"retrain {what} in full: nas retrain --trial {todo[0]}{where}"
-        return f"leaderboard and figures: nas report{where}"
+            return f"retrain {what} in full:", f"nas retrain --trial {todo[0]}{where}"
+        return "leaderboard and figures:", f"nas report{where}"
 
-    def _print(self, line: str, command: bool = False) -> None:
-        """A permanent line (above the footer while it shows). On a terminal, rich wraps it at
-        words; a command is left to the terminal to wrap, so that it copies as one line."""
+    def _print(self, line: str, command: str = "") -> None:
+        """A permanent line (above the footer while it shows), then a command to paste, if any. On a
+        terminal a line is broken to its width at its separators (`fit`); a command is left whole
+        for the terminal to wrap, so that it copies as one line, and goes on a line of its own where
+        the two do not fit on one."""
         if self._console is None:
-            print(line, file=self.out, flush=True)
-        elif command:
-            self._console.print(line, soft_wrap=True)
+            print(f"{line} {command}" if command else line, file=self.out, flush=True)
+            return
+        from rich.text import Text
+
+        if command and len(line) + 1 + len(command) <= self._console.width:
+            line, command = f"{line} {command}", ""
+        self._console.print(Text(fit(line, self._console.width)), soft_wrap=True)
+        if command:
+            self._console.print(Text(shell_lines("  " + command, self._console.width)), soft_wrap=True)
+
+
+def shell_lines(command: str, width: int) -> str:
+    """A command too wide for the terminal, broken before its options with the shell's ' \\'
+    continuation: it still pastes as one command (a word longer than the line stays whole)."""
+    rows = [""]
+    for i, word in enumerate(command.split(" --")):
+        word = word if i == 0 else "--" + word
+        if rows[-1] and len(rows[-1]) + 1 + len(word) + 2 > width:
+            rows[-1] += " \\"
+            rows.append("    " + word)
         else:
-            from rich.text import Text
+            rows[-1] += (" " if rows[-1] else "") + word
+    return "\n".join(rows)
 
-            self._console.print(Text(fit(line, self._console.width)), soft_wrap=True)
 
-
-def fit(line: str, width: int, indent: str = "      ") -> str:
+def fit(line: str, width: int) -> str:
     """A permanent line for a terminal `width` wide: broken at its ' | ' separators, each continuation
-    indented; a part too long for a line alone is broken at its commas, then its words (never inside
-    a number or a name)."""
+    indented under the text that follows the line's fixed columns (those before its last double space:
+    a trial's recipe goes under its architecture); a part too long for a line is broken at its words,
+    never inside a number or a name."""
     if len(line) <= width:
         return line
     body = line.lstrip("\n")  # a blank line before it stays
+    first = body.split(" | ")[0]
+    at = first.rfind("  ") + 2
+    indent = " " * (at if 2 < at <= width // 2 + 10 else 6)
     return line[: len(line) - len(body)] + "\n".join(_rows(body, width, indent))
 
 

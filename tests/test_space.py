@@ -254,8 +254,7 @@ def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):
 
 
 def test_a_misspelt_key_or_distribution_gets_a_suggestion(tmp_path):
-    path = write(tmp_path, MINIMAL + "  kernel: {choise: [3, 5]}
-")
+    path = write(tmp_path, MINIMAL + "  kernel: {choise: [3, 5]}\n")
     with pytest.raises(SpaceError, match=r"arch\.kernel: unknown distribution key 'choise'; did you mean 'choice'\?"):
         load_space(path)
 

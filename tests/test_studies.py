@@ -85,7 +85,7 @@ def test_the_search_summary_counts_cut_short_trials_and_does_not_retrain_what_wa
     progress.summary(a)
     text = out.getvalue()
     assert "tpe sampler, median pruner, seed 7" in text
-    assert "2 trials trained (0 pruned, 0 failed); 1 cut short (1 interrupted), their slots trained again;" in text
+    assert "2 trials trained (0 pruned, 0 failed); 1 cut short (1 interrupted), its slot freed for another;" in text
     assert "retrain the best not yet retrained (#2 is) in full: nas retrain --trial 1 --study a\n" in text
 
 
