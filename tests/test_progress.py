@@ -151,7 +151,7 @@ def test_at_80_columns_lines_break_at_their_separators_and_the_top_5_line_up():
 
     from nas.progress import fit, shell_lines
 
-    study = optuna.create_study(study_name="s", direction="maximize")
+    study = optuna.create_study(study_name="resnet_cifar-cifar10-5M", direction="maximize")
     for i in range(6):
         add(study, value=0.5 + i / 100, params=1000 * (i + 1) ** 3)
     progress = Progress(io.StringIO(), live=False)
