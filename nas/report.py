@@ -101,8 +101,10 @@ def fidelity(df, flags: str = "") -> dict[str, Any] | None:
 
 
 def fidelity_line(fid: dict[str, Any]) -> str:
+    params = fid["params_kendall_tau"]
+    baseline = "undefined (the retrained trials have one size)" if math.isnan(params) else f"{params:.3f}"
     return (f"Kendall tau {fid['kendall_tau']:.3f}, Spearman {fid['spearman']:.3f}; "
-            f"the parameter count alone: Kendall tau {fid['params_kendall_tau']:.3f}")  # fmt: skip
+            f"the parameter count alone: Kendall tau {baseline}")  # fmt: skip
 
 
 def markdown_table(df) -> str:
@@ -163,6 +165,37 @@ def legend(shown: list[str]) -> str:
 # -------------------------------------------------------------------------------------------- figures
 
 
+# One colour per kind of thing, in every figure of every study: a pruned trial is orange everywhere.
+COLORS = {"complete": "#1f77b4", "pruned": "#ff7f0e", "pareto": "#2ca02c", "retrain": "#d62728", "preset": "#9467bd",
+          "failed": "#7f7f7f", "running": "#17becf", "over_budget": "#8c564b", "over_macs": "#e377c2",
+          "underfilled": "#bcbd22", "repeat": "#c7c7c7"}  # fmt: skip
+MARGIN = {"t": 90}  # the title and plotly's toolbar above the plot, not over its values
+
+
+def short_number(v: float) -> str:
+    """20000 -> '20k', 1500000 -> '1.5M': a tick label."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if v >= size:
+            return f"{v / size:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def log_ticks(lo: float, hi: float) -> dict[str, Any]:
+    """Ticks of a log axis from lo to hi that stay apart at half a page's width: 1-2-5 steps, powers of
+    ten alone over many decades, a few round numbers where the range is narrower than one step
+    (plotly's own labels every 1-9 x 10^k and piles them up: '90k 80k 70k 60k')."""
+    lo, hi = max(lo, 1e-9), max(hi, lo * 1.0001)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    vals = [m * 10**e for e in decades for m in (1, 2, 5) if lo <= m * 10**e <= hi]
+    if len(vals) > 7:
+        vals = [v for v in vals if str(int(v)).startswith("1") or v < 1]
+    if len(vals) < 3:  # under a 1-2-5 step: round numbers about a quarter of the range apart
+        step = 10 ** math.floor(math.log10((hi - lo) / 3)) if hi > lo else 10 ** math.floor(math.log10(lo))
+        step *= 5 if (hi - lo) / step > 15 else 2 if (hi - lo) / step > 6 else 1
+        vals = [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+    return {"type": "log", "tickvals": vals, "ticktext": [short_number(v) for v in vals]}
+
+
 # What each measure is called on an axis, the study attr holding its limit, and that limit's name.
 MEASURES = {"params": ("parameters", "budget", "budget"), "macs": ("MACs per image", "max_macs", "MAC limit")}
 
@@ -175,19 +208,22 @@ def limits(study: optuna.Study) -> dict[str, int]:
 def accuracy_vs(study: optuna.Study, df, measure: str = "params"):
     """Proxy accuracy against parameters or MACs (log axis: a preset far over the limit would
     squash the rest), the limit line, the Pareto front of complete trials (most accurate for its
-    size or cost), pruned trials apart (scored after fewer epochs), and the retrain accuracies."""
+    size or cost), pruned trials apart (scored after fewer epochs), and the retrain accuracies: a
+    star per retrained trial and a diamond per preset, one legend entry per retrain length (a
+    1-epoch retrain is not a 30-epoch one)."""
     import plotly.graph_objects as go
 
     axis, _, limit_name = MEASURES[measure]
     limit = limits(study).get(measure)
     scored = df.dropna(subset=["proxy_val_acc"]).sort_values(measure)
     complete, pruned = scored[scored["state"] == "complete"], scored[scored["state"] != "complete"]
-    hover = "%{text}<br>%{x:,} " + axis + "<br>%{y:.4f}"
+    hover = "%{text}<br>%{x:,} " + axis + "<br>%{y:.4f}<extra></extra>"
     fig = go.Figure()
     fig.add_scatter(x=complete[measure], y=complete["proxy_val_acc"], mode="markers", name=f"{METRIC} (complete)",
-                    text=complete["name"] + ": " + complete["arch"], hovertemplate=hover)  # fmt: skip
+                    marker_color=COLORS["complete"], text=complete["name"] + ": " + complete["arch"],
+                    hovertemplate=hover)  # fmt: skip
     if len(pruned):
-        fig.add_scatter(x=pruned[measure], y=pruned["proxy_val_acc"], mode="markers", marker_color="#aaaaaa",
+        fig.add_scatter(x=pruned[measure], y=pruned["proxy_val_acc"], mode="markers", marker_color=COLORS["pruned"],
                         name="pruned (score when stopped)",
                         text=pruned["name"] + " after epoch " + pruned["proxy_epochs"].astype(str) + ": " + pruned["arch"],
                         hovertemplate=hover)  # fmt: skip
@@ -197,23 +233,28 @@ def accuracy_vs(study: optuna.Study, df, measure: str = "params"):
             front.append((x, y))
             best = y
     fig.add_scatter(x=[x for x, _ in front], y=[y for _, y in front], mode="lines+markers", line_shape="hv",
-                    name="Pareto front")  # fmt: skip
+                    marker_color=COLORS["pareto"], line_color=COLORS["pareto"], name="Pareto front")  # fmt: skip
     retrained = df.dropna(subset=["retrain_test_acc"])
-    if len(retrained):
-        names = [n + (" (over budget)" if s == "over budget" else "") for n, s in zip(retrained["name"], retrained["state"])]
-        fig.add_scatter(x=retrained[measure], y=retrained["retrain_test_acc"], mode="markers", name="retrain (test)",
-                        marker_symbol="star", marker_size=12, text=names, hovertemplate=hover)  # fmt: skip
+    for (is_preset, epochs), group in retrained.groupby([retrained["name"].str.startswith("preset-"), "retrain_epochs"]):
+        names = [n + (" (over budget)" if s == "over budget" else "") for n, s in zip(group["name"], group["state"])]
+        fig.add_scatter(x=group[measure], y=group["retrain_test_acc"], mode="markers",
+                        name=f"{'preset' if is_preset else 'retrain'} test acc, {epochs} epoch{'s' * (epochs != 1)}",
+                        marker={"symbol": "diamond" if is_preset else "star", "size": 9 + min(int(epochs), 30) // 3,
+                                "color": COLORS["preset" if is_preset else "retrain"], "line": {"width": 1, "color": "white"}},
+                        text=names, hovertemplate=hover)  # fmt: skip
     if limit:
         ys = [*df["proxy_val_acc"].dropna(), *df["retrain_test_acc"].dropna()] or [0.0, 1.0]
         fig.add_scatter(x=[limit, limit], y=[min(ys), max(ys)], mode="lines", line={"dash": "dash", "color": "black"},
                         name=f"{limit_name} {limit:,}", hoverinfo="skip")  # fmt: skip
     fig.update_layout(title=f"{study.study_name}: accuracy vs {axis}", xaxis_title=f"{axis} (log scale)",
-                      yaxis_title="accuracy", xaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
+                      yaxis_title="accuracy", margin=MARGIN)  # fmt: skip
     xs = [*scored[measure], *retrained[measure], *([limit] if limit else [])]
     if xs:  # padded: autorange puts the limit, usually the largest x, on the axis frame, where it is lost
         lo, hi = math.log10(min(xs)), math.log10(max(xs))
         pad = 0.05 * (hi - lo) or 0.1
-        fig.update_xaxes(range=[lo - pad, hi + pad])  # a log axis takes its range in log10 units
+        fig.update_xaxes(range=[lo - pad, hi + pad], **log_ticks(10 ** (lo - pad), 10 ** (hi + pad)))  # range in log10 units
+    else:
+        fig.update_xaxes(type="log")
     return fig
 
 
@@ -244,9 +285,8 @@ def budget_check(study: optuna.Study, measure: str = "params"):
         kind = (KINDS.get(reason) or ("trained" if t.state == TrialState.COMPLETE else "pruned" if reason == "pruned"
                 else "running" if t.state == TrialState.RUNNING else "failed"))  # fmt: skip
         groups.setdefault(kind, []).append(t)
-    colors = {"trained": "#1f77b4", "pruned": "#ff7f0e", KINDS["over_budget"]: "#d62728", KINDS["over_macs"]: "#9467bd",
-              KINDS["underfilled"]: "#e377c2", KINDS["repeat"]: "#bcbd22", "failed": "#7f7f7f",
-              "running": "#2ca02c"}  # fmt: skip
+    colors = {"trained": COLORS["complete"], "pruned": COLORS["pruned"], **{KINDS[k]: COLORS[k] for k in KINDS},
+              "failed": COLORS["failed"], "running": COLORS["running"]}  # fmt: skip
     fig = go.Figure()
     numbers = [t.number for ts in groups.values() for t in ts] or [0]
     span = [min(numbers) - 0.5, max(numbers) + 0.5]
@@ -262,8 +302,11 @@ def budget_check(study: optuna.Study, measure: str = "params"):
                             text=[f"#{t.number}: {t.user_attrs[measure]:,} {axis}" for t in ts],
                             hovertemplate="%{text}<extra></extra>")  # fmt: skip
     what = "Budget check: every proposal's parameters" if measure == "params" else "MAC check: every proposal's MACs"
-    fig.update_layout(title=what, xaxis_title="trial", yaxis_title=f"{axis} (log scale)",
-                      yaxis={"type": "log", "tickformat": "~s"})  # fmt: skip
+    ys = [t.user_attrs[measure] for ts in groups.values() for t in ts] + ([limit] if limit else [])
+    fig.update_layout(title=what, xaxis_title="trial", yaxis_title=f"{axis} (log scale)", margin=MARGIN,
+                      yaxis=log_ticks(min(ys) / 1.2, max(ys) * 1.2) if ys else {"type": "log"})  # fmt: skip
+    if ys:
+        fig.update_yaxes(range=[math.log10(min(ys) / 1.2), math.log10(max(ys) * 1.2)])
     return fig
 
 
@@ -312,13 +355,94 @@ def importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
         return None, f"PED-ANOVA failed: {e}"
 
 
+IMPORTANCE_WHY = ("of features every trained trial has (depth, widths, parameters, MACs, the recipe); the dashboard's "
+                  "own chart ranks only the sampled parameters present in every complete trial, so per-stage ones drop "
+                  "out there and the two rankings differ")  # fmt: skip
+
+
 def importance_figure(study: optuna.Study, imp: dict[str, float]):
     import plotly.graph_objects as go
 
     names = list(reversed(list(imp)))
-    fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h"))
-    fig.update_layout(title=f"{study.study_name}: what mattered for {METRIC} (PED-ANOVA)",
-                      xaxis_title="importance", height=300 + 20 * len(names))  # fmt: skip
+    fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h", marker_color=COLORS["complete"]))
+    fig.update_layout(title=f"{study.study_name}: what mattered for {METRIC} (PED-ANOVA over derived features)",
+                      xaxis_title="importance", height=300 + 20 * len(names), margin=MARGIN)  # fmt: skip
+    return fig
+
+
+def proxy_curves(study: optuna.Study):
+    """Each trained trial's validation accuracy per proxy epoch, coloured by how it ended."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    shown: set[str] = set()
+    for t in trained(study.get_trials(deepcopy=False)):
+        if not t.intermediate_values:
+            continue
+        kind = _state(t)
+        steps = sorted(t.intermediate_values)
+        fig.add_scatter(x=steps, y=[t.intermediate_values[e] for e in steps], mode="lines+markers", name=kind,
+                        legendgroup=kind, showlegend=kind not in shown, line_color=COLORS[kind], opacity=0.7,
+                        text=[f"#{t.number}"] * len(steps), hovertemplate="%{text}, epoch %{x}: %{y:.4f}<extra></extra>")  # fmt: skip
+        shown.add(kind)
+    fig.update_layout(title=f"{study.study_name}: the proxy trainings, {METRIC} per epoch", xaxis_title="proxy epoch",
+                      yaxis_title=METRIC, legend_title="how it ended", margin=MARGIN, xaxis={"dtick": 1})  # fmt: skip
+    return fig
+
+
+def fidelity_figure(study: optuna.Study, df, fid: dict[str, Any]):
+    """Proxy score against retrain accuracy for the retrained complete trials, coloured by parameters
+    (the baseline the proxy must beat): the picture behind the rank correlations."""
+    import plotly.graph_objects as go
+
+    both = df[df["state"] == "complete"].dropna(subset=["proxy_val_acc", "retrain_test_acc"])
+    ticks = log_ticks(both["params"].min(), both["params"].max())  # the colour is log10(params)
+    fig = go.Figure(go.Scatter(
+        x=both["proxy_val_acc"], y=both["retrain_test_acc"], mode="markers+text", text=both["name"].str.removeprefix("trial-"),
+        textposition="top center", customdata=both[["params", "retrain_epochs"]].astype(float).values,
+        marker={"size": 12, "color": [math.log10(v) for v in both["params"]], "colorscale": "Viridis", "showscale": True,
+                "colorbar": {"title": "params", "tickvals": [math.log10(v) for v in ticks["tickvals"]],
+                             "ticktext": ticks["ticktext"]}},
+        hovertemplate="trial %{text}<br>proxy %{x:.4f}<br>retrain %{y:.4f} after %{customdata[1]} epochs"
+                      "<br>%{customdata[0]:,} params<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=f"{study.study_name}: proxy score vs retrain accuracy<br><sup>{fidelity_line(fid)}</sup>",
+                      margin=MARGIN,
+                      xaxis_title=f"{METRIC} (proxy)", yaxis_title="retrain test accuracy")  # fmt: skip
+    return fig
+
+
+def retrain_curves(study: optuna.Study):
+    """Every retrain's test accuracy and learning rate per epoch, from the history.csv files kept here;
+    None where none is."""
+    import pandas as pd
+    import plotly.colors
+    from plotly.subplots import make_subplots
+
+    from nas.retrain import kept_file
+
+    palette = plotly.colors.qualitative.D3  # one colour per retrain, the same in both panels
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy", "learning rate"))
+    found = 0
+    for name, r in sorted(retrains(study).items(), key=lambda kv: -kv[1]["retrain_test_acc"]):
+        path = kept_file(study, name, "history.csv")
+        if path is None:
+            continue
+        h = pd.read_csv(path)
+        label = f"{name}: {r['retrain_test_acc']:.4f} after {r['retrain_epochs']} ep"
+        color = COLORS["preset"] if name.startswith("preset-") else palette[found % len(palette)]
+        scored = h.dropna(subset=["test_acc"])
+        fig.add_scatter(x=scored["epoch"], y=scored["test_acc"], mode="lines+markers", name=label, legendgroup=name,
+                        line_color=color, row=1, col=1)  # fmt: skip
+        if "lr" in h:
+            fig.add_scatter(x=h["epoch"], y=h["lr"], mode="lines", name=label, legendgroup=name, showlegend=False,
+                            line_color=color, row=1, col=2)  # fmt: skip
+        found += 1
+    if not found:
+        return None
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(title=f"{study.study_name}: the retrains", legend_title="retrain: final test accuracy",
+                      margin=MARGIN)  # fmt: skip
     return fig
 
 
@@ -326,7 +450,7 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
     """Write leaderboard.csv/.md and the figures to `out` (default: the study's folder beside its
     storage, `report/`); returns them with the fidelity and, for what was left out, why. It only
     reads the study: the dashboard note is `write_note`'s, which `nas report --note` calls."""
-    from optuna.visualization import plot_intermediate_values, plot_optimization_history
+    from optuna.visualization import plot_optimization_history
 
     flags = study_flags(study.study_name, study_url(study))
     out = out or study_home(study.study_name, study_url(study)) / "report"
@@ -348,17 +472,58 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
     if "macs" in limits(study):
         figures["macs_check.html"] = budget_check(study, "macs")
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        figures["history.html"] = plot_optimization_history(study, target_name=METRIC)
-        figures["intermediate.html"] = plot_intermediate_values(study)
+        history = plot_optimization_history(study, target_name=METRIC)
+        history.update_layout(title=f"{study.study_name}: {METRIC} by trial, and the best so far", margin=MARGIN)
+        figures["history.html"] = history
+        figures["intermediate.html"] = proxy_curves(study)
     imp, why = importances(study)
     if imp:
         figures["importances.html"] = importance_figure(study, imp)
     else:
         skipped["importances"] = why
-    for name, fig in figures.items():
-        fig.write_html(out / name, include_plotlyjs="directory")  # one plotly.min.js beside them, works offline
+    if fid:
+        figures["fidelity.html"] = fidelity_figure(study, df, fid)
+    curves = retrain_curves(study)
+    if curves:
+        figures["retrains.html"] = curves
+    elif retrains(study):
+        skipped["retrain curves"] = "no retrain's history.csv is kept here"
+    for name, fig in figures.items():  # one plotly.min.js beside them, works offline; the toolbar only on hover
+        fig.write_html(out / name, include_plotlyjs="directory", config={"displaylogo": False})
+    (out / "index.html").write_text(index_page(study, df, fid, skipped, sorted(figures)))
     return {"dir": out, "leaderboard": df, "fidelity": fid, "figures": sorted(figures), "importances": imp,
             "skipped": skipped}  # fmt: skip
+
+
+PAGES = {"accuracy_vs_params.html": "proxy and retrain accuracy against parameters, the budget, the Pareto front",
+         "accuracy_vs_macs.html": "the same against MACs per image",
+         "budget_check.html": "every proposal's parameters against the budget, by what became of it",
+         "macs_check.html": "every proposal's MACs against the MAC limit",
+         "history.html": f"{METRIC} by trial number and the best so far",
+         "intermediate.html": "each proxy training's validation accuracy per epoch",
+         "importances.html": "what mattered, " + IMPORTANCE_WHY,
+         "fidelity.html": "proxy score against retrain accuracy, coloured by parameters",
+         "retrains.html": "each retrain's test accuracy and learning rate per epoch"}  # fmt: skip
+
+
+def index_page(study: optuna.Study, df, fid: dict[str, Any] | None, skipped: dict[str, str], figures: list[str]) -> str:
+    """The report's front page: what each figure shows, the fidelity, what was left out and why, the leaderboard."""
+    import html
+
+    items = "".join(f'<li><a href="{f}">{f.removesuffix(".html").replace("_", " ")}</a>: {html.escape(PAGES[f])}</li>'
+                    for f in PAGES if f in figures)  # fmt: skip
+    said = [f"Proxy fidelity over {fid['trials']} retrained trials: {fidelity_line(fid)}."] if fid else []
+    said += [f"Warning: {w}." for w in (fid or {}).get("warnings", [])]
+    said += [f"No {what}: {why}." for what, why in skipped.items()]
+    shown = df[["name", "state", "reason", *[c for c in df.columns if c not in ("name", "state", "reason", "trial")]]]
+    table = shown.astype(object).where(shown.notna(), "").to_html(index=False, float_format="{:.4f}".format, border=0)
+    return (f"<!doctype html><meta charset=utf-8><title>{html.escape(study.study_name)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right;white-space:nowrap}"
+            "td:nth-last-child(-n+2),th:nth-last-child(-n+2),td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}tr:nth-child(even){background:#f4f4f4}</style>"
+            f"<h1>{html.escape(study.study_name)}</h1><ul>{items}</ul>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in said)
+            + '<h2>Leaderboard</h2><p><a href="leaderboard.csv">leaderboard.csv</a> (every column) · '
+            f'<a href="leaderboard.md">leaderboard.md</a></p>{table}')  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ dashboard note

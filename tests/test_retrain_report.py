@@ -215,8 +215,13 @@ def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.html", "accuracy_vs_macs.html",
                  "budget_check.html", "history.html", "intermediate.html"):  # fmt: skip
         assert (rep / name).stat().st_size > 0
-    for html in rep.glob("*.html"):  # plotly from beside the figures, never from the network
+    for html in set(rep.glob("*.html")) - {rep / "index.html"}:  # plotly from beside the figures, never the network
         assert script_sources(html.read_text()) == ["plotly.min.js"], html
+    index = (rep / "index.html").read_text()  # the front page links every figure and says what was left out
+    assert all(f'href="{f.name}"' in index for f in rep.glob("*.html") if f.name != "index.html")
+    assert "No importances: 4 complete trials, 8 needed." in index and "Proxy fidelity over 4" in index
+    for name in ("fidelity.html", "retrains.html"):  # proxy vs retrain; every retrain's test accuracy and lr
+        assert (rep / name).stat().st_size > 0
     assert (rep / "plotly.min.js").stat().st_size > 1_000_000
     assert "no importances: 4 complete trials, 8 needed" in out
     rows = list(csv.DictReader(open(rep / "leaderboard.csv")))
@@ -431,7 +436,18 @@ def test_the_pareto_front_holds_complete_trials_only_on_a_log_axis():
     assert pruned_params not in list(traces["Pareto front"].x)
     assert list(traces["pruned (score when stopped)"].x) == [pruned_params]
     assert fig.layout.xaxis.type == "log"  # the preset at 11M does not squash the rest
-    assert "preset-resnet18 (over budget)" in traces["retrain (test)"].text
+    preset = traces["preset test acc, 200 epochs"]  # a diamond, apart from the retrained trials' stars
+    assert "preset-resnet18 (over budget)" in preset.text and preset.marker.symbol == "diamond"
+    ticks = fig.layout.xaxis.ticktext  # 1-2-5 steps that stay apart at half a page's width, not 1-9 per decade
+    assert len(ticks) <= 7 and all(t[0] in "125" for t in ticks), ticks
+
+
+def test_log_ticks_stay_apart():
+    from nas.report import log_ticks
+
+    assert log_ticks(1000, 20000)["ticktext"] == ["1k", "2k", "5k", "10k", "20k"]
+    assert log_ticks(60_000, 90_000)["ticktext"] == ["60k", "70k", "80k", "90k"]  # narrower than one 1-2-5 step
+    assert log_ticks(1e3, 1e8)["ticktext"] == ["1k", "10k", "100k", "1M", "10M", "100M"]
 
 
 def test_under_a_mac_limit_the_figures_show_macs_and_a_preset_over_it_is_flagged():
