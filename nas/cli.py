@@ -32,6 +32,7 @@ The workflow:
   nas report                                                      leaderboard and figures
   nas retrain --top 3                                             train the best in full and test them
   nas predict --trial N --images DIR                              label images with a retrained trial
+  nas studies                                                     the studies here, and the flags that open each
   optuna-dashboard sqlite:///studies/<study>.db --artifact-dir studies/<study>/artifacts
 
 nas COMMAND --help for a command's options; nas --help for the list of commands."""
@@ -577,6 +578,7 @@ def run_report(args: argparse.Namespace) -> int:
     import textwrap
     from pathlib import Path
 
+    from nas.progress import shell_lines
     from nas.report import console_table, fidelity_line, legend, report, write_note
     from nas.study import dashboard_command
 
@@ -584,26 +586,31 @@ def run_report(args: argparse.Namespace) -> int:
     r = report(study, Path(args.out) if args.out else None)
     df = r["leaderboard"]
     width = terminal_width()
+    say = lambda text, file=sys.stdout: print(textwrap.fill(text, width, break_on_hyphens=False), file=file)  # noqa: E731
     if df.empty:
-        print(f"study {study.study_name!r} has no trained trial yet.")
+        say(f"study {study.study_name!r} has no trained trial yet.")
     else:
         table = console_table(df.head(20), width)  # leaderboard.csv has every field in full
         print(table)
         if len(df) > 20:
-            print(f"... and {len(df) - 20} more rows in leaderboard.csv")
-        print(textwrap.fill(legend(table.splitlines()[0].split()), width))
+            say(f"... and {len(df) - 20} more rows in leaderboard.csv")
+        say(legend(table.splitlines()[0].split()))
     if r["fidelity"]:
         f = r["fidelity"]
-        print(f"proxy fidelity over {f['trials']} retrained trials: {fidelity_line(f)}")
+        say(f"proxy fidelity over {f['trials']} retrained trials: {fidelity_line(f)}")
         for warning in f["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-    for what, why in r["skipped"].items():
-        print(f"no {what}: {why}")
-    print(f"wrote {len(r['figures']) + 3} files to {r['dir']}: open {Path(r['dir']) / 'index.html'}")
+            say(f"warning: {warning}", file=sys.stderr)
+    for what, why in r["skipped"].items():  # a command in it goes whole on a line of its own, to paste
+        why, _, command = why.partition(": nas ")
+        say(f"no {what}: {why}" + (":" if command else ""))
+        if command:
+            print(shell_lines(f"  nas {command}", width))
+    say(f"wrote {len(r['figures']) + 3} files to {r['dir']}; open {Path(r['dir']) / 'index.html'}")
     if args.note:
-        print("dashboard note and figures: " + ("refreshed where they changed" if write_note(study) else
-                                                 "optuna-dashboard is not installed (pip install -e '.[dashboard]')"))  # fmt: skip
-    print(f"browse the study: {dashboard_command(url, study.study_name)}")
+        say("dashboard note and figures: " + ("refreshed where they changed" if write_note(study) else
+                                               "optuna-dashboard is not installed (pip install -e '.[dashboard]')"))  # fmt: skip
+    print("browse the study:")
+    print(shell_lines(f"  {dashboard_command(url, study.study_name)}", width))
     return 0
 
 

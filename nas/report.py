@@ -460,8 +460,8 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
     fid, skipped = fidelity(df, flags), {}
     if not fid:
         n = int(((df["state"] == "complete") & df["retrain_test_acc"].notna()).sum())
-        skipped["proxy fidelity"] = (f"{n} retrained complete trial{'s' * (n != 1)}, {MIN_FIDELITY_TRIALS} needed "
-                                     f"(nas retrain --top {MIN_FIDELITY_TRIALS}{flags})")  # fmt: skip
+        skipped["proxy fidelity"] = (f"{n} retrained complete trial{'s' * (n != 1)}, {MIN_FIDELITY_TRIALS} needed; "
+                                     f"retrain the best: nas retrain --top {MIN_FIDELITY_TRIALS}{flags}")  # fmt: skip
     md = f"# {study.study_name}\n\n" + markdown_table(df)
     if fid:
         md += f"\nProxy fidelity over {fid['trials']} retrained trials: {fidelity_line(fid)}.\n"

@@ -1,8 +1,9 @@
 """`nas retrain`: train a trial's configuration (or a preset) in full on the training + validation
 images, test it on the official test set (plain and flip-TTA), and keep everything.
 
-Written to `studies/<study>/<name>/` (name: trial-42 or preset-resnet24): model.pt (weights, spec,
-recipe, class names, normalisation), history.csv (per epoch: train loss and accuracy; test loss and accuracy after
+Written beside the study's storage file, to `<its folder>/<study>/<name>/` (name: trial-42 or preset-resnet24;
+`studies/<study>/<name>/` for the default storage), so that the file and that folder travel together:
+model.pt (weights, spec, recipe, class names, normalisation), history.csv (per epoch: train loss and accuracy; test loss and accuracy after
 every tenth of the run, for the curves, nothing being chosen on them),
 metrics.json, curves.html (self-contained: plotly inlined, so it renders offline and from the
 dashboard) and, while it runs, the checkpoint a `--resume` continues from. The results go on the
@@ -251,7 +252,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
 
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_curves(history, out / "curves.html", f"{study.study_name} {target.name}")
+    write_curves(history, out / "curves.html", f"{study.study_name} {target.name}: {describe(metrics)}")
     metrics["dir"] = str(out)
     metrics["artifacts"] = _upload(study, target.name, out, (earlier or {}).get("artifacts", {}))
     set_study_system_attr(study, f"nas:{RETRAIN_PREFIX}{target.name}", metrics)
@@ -293,18 +294,21 @@ def _upload(study: optuna.Study, name: str, out: Path, earlier: dict[str, str]) 
 
 
 def write_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train and test, as one self-contained HTML file: plotly is
-    inlined (~4.6 MB), so it renders offline, and when opened from the dashboard, where no file
-    can sit beside it."""
+    """Loss, accuracy (train and test) and the learning rate per epoch, as one self-contained HTML
+    file: plotly is inlined (~4.6 MB), so it renders offline, and when opened from the dashboard,
+    which serves an artifact alone, with no file beside it (`nas report` draws all retrains on one
+    page that shares its folder's plotly.min.js)."""
     from plotly.subplots import make_subplots
 
     epochs = [h["epoch"] for h in history]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy", "learning rate"))
     for col, metric in ((1, "loss"), (2, "acc")):
         for split in ("train", "test"):
             fig.add_scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], name=f"{split} {metric}",
                             mode="lines+markers", connectgaps=True,  # test: scored every few epochs
                             row=1, col=col)  # markers: a 1-epoch run is a point
+    if all("lr" in h for h in history):
+        fig.add_scatter(x=epochs, y=[h["lr"] for h in history], name="learning rate", mode="lines+markers", row=1, col=3)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=title)
-    fig.write_html(path, include_plotlyjs=True)
+    fig.update_layout(title=title, margin={"t": 90})
+    fig.write_html(path, include_plotlyjs=True, config={"displaylogo": False})

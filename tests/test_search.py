@@ -374,8 +374,9 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(here):
     proc = spawn(here, *args)
     wait_for_running(proc, here / "studies" / "c.db", "c")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert "0 trials trained (0 pruned, 0 failed); 1 cut short (1 interrupted)" in out  # a summary, not a blank
     study = load_study(None, "c")
     assert [(t.state, t.user_attrs["reason"]) for t in study.trials] == [(TrialState.FAIL, "interrupted")]
     assert main(["search", *args]) == 0

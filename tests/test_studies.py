@@ -56,7 +56,7 @@ def test_several_studies_and_none_named_are_listed_not_guessed(two, capsys):
 def test_a_report_hint_names_the_study_and_storage_it_came_from(two, capsys):
     assert main(["report", "--study", "b"]) == 0
     out = capsys.readouterr().out
-    assert "(nas retrain --top 3 --study b --storage journal:studies/b.journal)" in out
+    assert "retrain the best:\n  nas retrain --top 3 --study b --storage journal:studies/b.journal\n" in out
     assert "optuna-dashboard studies/b.journal --artifact-dir studies/b/artifacts" in out
 
 
@@ -97,3 +97,11 @@ def test_the_leaderboard_lists_a_cut_short_trial_last_with_its_reason(two):
     df = leaderboard(a)
     assert list(df["name"]) == ["trial-2", "trial-1", "trial-3"] and df["reason"].iloc[-1] == "interrupted"
     assert console_table(df, 80).splitlines()[-1].split()[:2] == ["trial-3", "interrupted"]
+
+
+def test_a_report_honours_columns(two, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["report", "--study", "a"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 60 for line in lines), lines
+    assert lines[1].split()[:2] == ["name", "state"] and "test" not in lines[1]  # no retrain yet: no empty columns
