@@ -175,7 +175,7 @@ def test_pruned_trials_count_and_keep_their_curve(here, capsys, monkeypatch):
 def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
     search(capsys, "--trials", "1", "--study", "s")
     code, _, err = search(capsys, "--trials", "2", "--study", "s", "--budget", "4M")
-    assert code == 2 and "was made with budget 5000000, not 4000000" in err
+    assert code == 2 and "was made with budget 5,000,000, not 4,000,000" in err
 
 
 @pytest.mark.parametrize(
