@@ -8,6 +8,15 @@ it, Kendall tau and Spearman of:
     each configuration trained again with its own recipe compressed to that length, on the study's
     own validation split;
   - the baselines to beat: parameter count alone, MACs alone.
+And every candidate score of `nas.score` (issue 18), each with Kendall tau and its bootstrap 90%
+interval over all retrained nets and over those within 80-100% of the budget (the nets a search
+must tell apart), CPU seconds per net and tau per CPU-minute:
+  - from each re-scored proxy's history: its validation accuracy, training speed (TSE) and the
+    extrapolated learning curve; `--rescore 0.2:5:constant` trains with a constant learning rate
+    instead of the recipe's schedule compressed to the proxy;
+  - `--zero-cost`: synflow, snip and naswot at initialisation, on 64 training images;
+  - rank ensembles of the parameter count with each of the others.
+A net retrained with several seeds counts once, at its mean accuracy.
 Re-scores are cached in studies/<study>/proxy-fidelity.json (or --cache), so the script resumes
 where it stopped. Several studies of one proxy (the same data, split and proxy size: a TPE search
 and its random-sampling control) pool their retrained trials for the correlations; each study's
@@ -19,7 +28,8 @@ what the unpruned search found: epochs saved, whether the best trials survive, a
 search's ranking agrees with the full proxy's (over every trained trial) and with the retrains.
 
     python benchmarks/proxy_fidelity.py --study tiny-tpe [--rescore 0.1:3,0.2:5,0.5:5 --lanes 2] [--record benchmarks/RESULTS.md]
-    python benchmarks/proxy_fidelity.py --study a --storage journal:a.journal --study b --storage journal:b.journal
+    python benchmarks/proxy_fidelity.py --study a --storage journal:a.journal --study b --storage journal:b.journal \
+        --rescore 0.2:5,0.2:5:constant --zero-cost
 """
 
 from __future__ import annotations
@@ -45,17 +55,22 @@ def rank_corr(x: list[float], y: list[float]) -> tuple[float, float]:
 
 
 def retrained_trials(study) -> tuple[list, int]:
-    """(trials with a retrain, the retrain length); refuses retrains of different lengths, whose
-    accuracies would not compare."""
-    from nas.retrain import retrains
+    """(trials with a retrain, each with its mean retrain accuracy over seeds, the retrain length);
+    refuses retrains of different lengths, whose accuracies would not compare."""
 
-    done = {int(k.split("-")[1]): v for k, v in retrains(study).items() if k.startswith("trial-")}
-    lengths = {v["retrain_epochs"] for v in done.values()}
+    from nas.retrain import base_name, retrains
+
+    done: dict[int, list[dict]] = {}  # trial number -> its retrains, one per seed
+    for k, v in retrains(study).items():
+        if k.startswith("trial-"):
+            done.setdefault(int(base_name(k).split("-")[1]), []).append(v)
+    lengths = {v["retrain_epochs"] for runs in done.values() for v in runs}
     if len(lengths) > 1:
         sys.exit(f"retrains of different lengths ({sorted(lengths)} epochs) do not compare; retrain them alike.")
     trials = [t for t in study.get_trials(deepcopy=False) if t.number in done]
     for t in trials:
-        t.retrain_acc, t.study = done[t.number]["retrain_test_acc"], study
+        t.retrain_acc = statistics.mean(v["retrain_test_acc"] for v in done[t.number])
+        t.study = study
     return trials, lengths.pop() if lengths else 0
 
 
@@ -82,33 +97,36 @@ def baseline_rows(trials: list) -> list[dict]:
             for key in ("params", "macs")]  # fmt: skip
 
 
-def rescore(trials: list, variants: list[tuple[float, int]], cache: Path, device: str, lanes: int = 1) -> list[dict]:
+def rescore(trials: list, variants: list[tuple[float, int, str]], cache: Path, device: str, lanes: int = 1) -> list[dict]:
     """Train each configuration again as a proxy of each size, `lanes` trainings side by side (each in
     its own process with its share of the cores); results cached per (variant, study/trial) as they
     come, so a stopped run loses at most the trainings in flight."""
+    from dataclasses import replace
+
     from nas.retrain import trial_target
 
-    done = json.loads(cache.read_text()) if cache.exists() else {}
+    done = load_cache(cache)
     attrs = trials[0].study.user_attrs  # one proxy: main() checked that the studies agree
     split = (attrs["dataset"], attrs["split"]["val_size"], attrs["split"]["seed"])
     jobs = {}  # (variant key, trial name): what proxy_score trains
-    for subset, epochs in variants:
+    for subset, epochs, schedule in variants:
         for t in trials:
-            if name(t) not in done.get(variant_key(subset, epochs), {}):
+            if name(t) not in done.get(variant_key(subset, epochs, schedule), {}):
                 target = trial_target(t.study, t.number, dataset(attrs["dataset"]).shape)
-                jobs[variant_key(subset, epochs), name(t)] = (*split, subset, target.spec,
-                                                               target.recipe.compressed(epochs), device)  # fmt: skip
+                recipe = target.recipe.compressed(epochs)
+                if schedule != COMPRESSED:
+                    recipe = replace(recipe, schedule=schedule)
+                jobs[variant_key(subset, epochs, schedule), name(t)] = (*split, subset, target.spec, recipe, device)
     for (key, trial), result in _run(jobs, lanes):
         done.setdefault(key, {})[trial] = result
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(done, indent=1))
+        save_cache(cache, done)
         print(f"  {key} {trial}: val {result['val_acc']:.4f} in {result['seconds']:.0f} s", flush=True)
     rows = []
-    for subset, epochs in variants:
-        got = done.get(variant_key(subset, epochs), {})
+    for subset, epochs, schedule in variants:
+        got = done.get(variant_key(subset, epochs, schedule), {})
         scored = [t for t in trials if name(t) in got]
         tau, rho = rank_corr([got[name(t)]["val_acc"] for t in scored], [t.retrain_acc for t in scored])
-        rows.append({"proxy": f"re-scored: {subset:g} of the split, {epochs} epochs", "trials": len(scored),
+        rows.append({"proxy": f"re-scored: {describe_variant(subset, epochs, schedule)}", "trials": len(scored),
                      "kendall": tau, "spearman": rho,
                      "seconds": sum(got[name(t)]["seconds"] for t in scored) / len(scored)})  # fmt: skip
     return rows
@@ -139,8 +157,37 @@ def _share_cores(lanes: int) -> None:
     torch.set_num_threads(threads_per_worker(lanes))
 
 
-def variant_key(subset: float, epochs: int) -> str:
-    return f"{subset:g}:{epochs}"
+COMPRESSED = "compressed"  # the recipe's own schedule, compressed to the proxy's epochs (what nas search trains)
+
+
+def parse_variants(text: str) -> list[tuple[float, int, str]]:
+    """'0.1:3,0.2:5:constant' -> [(0.1, 3, 'compressed'), (0.2, 5, 'constant')]."""
+    out = []
+    for v in filter(None, text.split(",")):
+        subset, epochs, *schedule = v.split(":")
+        out.append((float(subset), int(epochs), schedule[0] if schedule else COMPRESSED))
+    return out
+
+
+def variant_key(subset: float, epochs: int, schedule: str = COMPRESSED) -> str:
+    return f"{subset:g}:{epochs}" + ("" if schedule == COMPRESSED else f":{schedule}")
+
+
+def describe_variant(subset: float, epochs: int, schedule: str = COMPRESSED) -> str:
+    lr = "" if schedule == COMPRESSED else f", {schedule} learning rate"
+    return f"{subset:g} of the split, {epochs} epochs{lr}"
+
+
+def load_cache(cache: Path) -> dict:
+    return json.loads(cache.read_text()) if cache.exists() else {}
+
+
+def save_cache(cache: Path, done: dict) -> None:
+    """Written to a temporary name and renamed: a kill mid-write keeps the last whole cache."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    tmp.write_text(json.dumps(done, indent=1))
+    tmp.replace(cache)
 
 
 @functools.cache  # per process: a lane (or this process) trains many proxies on one dataset
@@ -168,11 +215,114 @@ def proxy_score(data_name: str, val_size: int, seed: int, subset: float, spec, r
     clock = time.perf_counter if device.startswith("cuda") else time.process_time
     start = clock()
     result = fit(spec, recipe, split, device=device)
-    return {"val_acc": result.final.get("val_acc", 0.0), "seconds": clock() - start, "status": result.status}
+    history = [{k: row[k] for k in ("epoch", "train_loss", "val_acc")} for row in result.history]
+    return {"val_acc": result.final.get("val_acc", 0.0), "seconds": clock() - start, "status": result.status,
+            "history": history}  # fmt: skip
 
 
 def name(t) -> str:
     return f"{t.study.study_name}/{t.number}"
+
+
+INIT_KEY = "init"  # the cache's zero-cost scores, per net
+INIT_IMAGES = 64
+
+
+def zero_cost(trials: list, cache: Path) -> None:
+    """synflow, snip and naswot of every net at initialisation, on the same 64 training images of the
+    studies' own split, with the CPU seconds each net's three scores took; cached like the re-scores."""
+    import torch
+
+    from nas.augment import prepare
+    from nas.retrain import trial_target
+    from nas.score import init_scores
+
+    done = load_cache(cache)
+    got = done.setdefault(INIT_KEY, {})
+    attrs = trials[0].study.user_attrs
+    todo = [t for t in trials if name(t) not in got]
+    if not todo:
+        return
+    split = proxy_split(attrs["dataset"], attrs["split"]["val_size"], attrs["split"]["seed"], 1.0, "cpu")
+    pick = torch.randperm(len(split.train_y), generator=torch.Generator().manual_seed(0))[:INIT_IMAGES]
+    images = prepare(split.train_x[pick], split.mean, split.std, torch.float32, torch.contiguous_format)
+    for t in todo:
+        spec = trial_target(t.study, t.number, dataset(attrs["dataset"]).shape).spec
+        start = time.process_time()
+        got[name(t)] = {**init_scores(spec, images, split.train_y[pick]), "seconds": time.process_time() - start}
+        save_cache(cache, done)
+        print(f"  zero-cost {name(t)}: {got[name(t)]}", flush=True)
+
+
+def candidates(trials: list, cache: Path, variants: list[tuple[float, int, str]], retrain_epochs: int) -> dict[str, tuple[list, float]]:
+    """Every candidate score of every net that has it: name -> (values in `trials` order, CPU s per net).
+    A candidate some net lacks (a re-score cut short, one cached before histories were kept) is left out."""
+    from nas import score
+
+    done = load_cache(cache)
+    out = {"params (no training)": ([t.user_attrs["params"] for t in trials], 0.0),
+           "MACs (no training)": ([t.user_attrs["macs"] for t in trials], 0.0),
+           "study proxy: val_acc": ([t.value for t in trials],
+                                    statistics.mean(sum(t.user_attrs.get("epoch_seconds", [])) for t in trials))}  # fmt: skip
+    for subset, epochs, schedule in variants:
+        got = done.get(variant_key(subset, epochs, schedule), {})
+        runs = [got.get(name(t)) for t in trials]
+        if not all(r and "history" in r for r in runs):
+            continue
+        seconds = statistics.mean(r["seconds"] for r in runs)
+        label = describe_variant(subset, epochs, schedule)
+        out[f"{label}: val_acc"] = ([score.val_acc(r["history"]) for r in runs], seconds)
+        out[f"{label}: TSE"] = ([score.tse(r["history"]) for r in runs], seconds)
+        reach = score.horizon(retrain_epochs, subset)  # as nas search --score extrapolated reads it
+        out[f"{label}: extrapolated"] = ([score.extrapolated(r["history"], reach) for r in runs], seconds)
+    init = [done.get(INIT_KEY, {}).get(name(t)) for t in trials]
+    if all(init):
+        for key in score.INIT_SCORES:
+            out[f"zero-cost: {key}"] = ([r[key] for r in init], statistics.mean(r["seconds"] for r in init) / 3)
+    return out
+
+
+def score_rows(trials: list, found: dict[str, tuple[list, float]], budget: int) -> list[dict]:
+    """Each candidate's fidelity over all nets and over those within 80-100% of the budget, and the
+    rank ensemble of the parameter count with each trained or zero-cost candidate."""
+    from nas.score import fidelity, rank_ensemble
+
+    truth = [t.retrain_acc for t in trials]
+    band = [i for i, t in enumerate(trials) if t.user_attrs["params"] >= BAND * budget]
+    params = found["params (no training)"][0]
+
+    def measured(label: str, values_of, seconds: float) -> dict:
+        row = {"score": label, "seconds": seconds, "all": fidelity(values_of(range(len(trials))), truth)}
+        if len(band) >= 3:
+            row["band"] = fidelity(values_of(band), [truth[i] for i in band])
+        return row
+
+    rows = []
+    for label, (values, seconds) in found.items():
+        rows.append(measured(label, lambda idx, v=values: [v[i] for i in idx], seconds))
+    for label, (values, seconds) in found.items():
+        if "no training" in label:
+            continue
+        ensemble = lambda idx, v=values: rank_ensemble([params[i] for i in idx], [v[i] for i in idx])  # noqa: E731
+        rows.append(measured(f"rank ensemble: params + {label}", ensemble, seconds))
+    return rows
+
+
+BAND = 0.8  # nets within 80-100% of the budget: where a search must rank by more than size
+
+
+def score_table(rows: list[dict], budget: int) -> str:
+    lines = [f"| score | CPU s/net | Kendall tau, all [90% CI] | n | tau, {BAND:.0%}-100% of {budget:,} [90% CI] | n "
+             "| tau per CPU-minute |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sorted(rows, key=lambda r: -r["all"].tau):
+        band = r.get("band")
+        per = f"{r['all'].tau / (r['seconds'] / 60):.3f}" if r["seconds"] > 0 else "free"
+        lines.append(f"| {r['score']} | {r['seconds']:.1f} | {r['all']} | {r['all'].n} | "
+                     f"{band if band else 'n/a'} | {band.n if band else 0} | {per} |")  # fmt: skip
+    lines.append("\nIntervals: percentile bootstrap over nets (2,000 draws). Ground truth: the retrains' test "
+                 "accuracy, a net retrained with several seeds at its mean. CPU seconds: of the scoring process "
+                 "(a study curve's: the wall time its search measured).")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 PRUNERS = {  # name: a fresh pruner for a proxy of `epochs` epochs; what nas uses is make_pruner's row
@@ -265,7 +415,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", action="append", required=True, help="a study; repeat to pool studies of one proxy")
     p.add_argument("--storage", action="append", help="its storage URL (default studies/<study>.db); one per --study")
-    p.add_argument("--rescore", default="", help="proxy sizes to re-score, e.g. 0.1:3,0.5:5 (fraction:epochs)")
+    p.add_argument("--rescore", default="", help="proxy sizes to re-score, e.g. 0.1:3,0.5:5 (fraction:epochs), "
+                   "0.2:5:constant for a constant learning rate instead of the compressed schedule")
+    p.add_argument("--zero-cost", action="store_true", help="score every net with synflow, snip and naswot at init")
     p.add_argument("--device", default="cpu")
     p.add_argument("--lanes", type=int, default=1, help="re-scoring trainings side by side, each in its own process "
                    "with its share of the cores (on a CPU, one per core trains fastest)")
@@ -303,13 +455,19 @@ def main() -> None:
     if len(lengths) > 1:
         sys.exit(f"the studies' retrains differ in length ({sorted(lengths)} epochs) and do not compare; retrain them alike.")
     if len(trials) >= 3:
-        variants = [(float(s), int(e)) for s, e in (v.split(":") for v in a.rescore.split(",") if v)]
+        variants = parse_variants(a.rescore)
         rows = curve_rows(trials) + baseline_rows(trials)
+        cache = Path(a.cache or STUDIES_DIR / studies[0].study_name / "proxy-fidelity.json")
         if variants:
-            cache = Path(a.cache or STUDIES_DIR / studies[0].study_name / "proxy-fidelity.json")
             rows += rescore(trials, variants, cache, a.device, a.lanes)
+        if a.zero_cost:
+            zero_cost(trials, cache)
         pooled = f"{len(trials)} retrained trials of {' and '.join(s.study_name for s in studies)}"
         text += f"Proxy against retrain over {pooled}:\n\n" + table(rows)
+        budget = studies[0].user_attrs["budget"]
+        found = candidates(trials, cache, variants, lengths.copy().pop())
+        text += (f"\nCandidate scores against retrain over {pooled} ({sum(t.user_attrs['params'] >= BAND * budget for t in trials)} "
+                 f"within {BAND:.0%}-100% of the budget):\n\n" + score_table(score_rows(trials, found, budget), budget))  # fmt: skip
     else:
         text += f"(proxy against retrain: {len(trials)} retrained trials, 3 needed, 8 or more to mean much)\n"
     print(text)

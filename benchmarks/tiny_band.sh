@@ -1,40 +1,79 @@
 #!/usr/bin/env bash
-# Issue 18's ground truth, a sibling of tiny_cifar.sh: retrain nets of the micro-arch space that are
-# hard to rank by size (most within 80-100% of the 100k budget, of different shapes), 30 epochs of
-# ResNet-8's recipe each, so that every candidate score can be set against enough retrains to decide.
+# Issue 18's ground truth and its control, a sibling of tiny_cifar.sh: 30-epoch retrains (ResNet-8's
+# recipe) of micro-arch nets that are hard to rank by size, so that every candidate score can be set
+# against enough retrains to decide, and ResNet-8 scaled to the budget as the control.
 #
 #   NAS_CIFAR10_JPEG=/tmp/c10/cifar10-jpeg nohup nice bash benchmarks/tiny_band.sh > /tmp/band.log 2>&1 &
 #
-# Runs in sittings like tiny_cifar.sh: every retrain is stored on its study (journal under STATE) and
+# 1. retrain the nets of both searches within 80-100% of the budget not retrained yet (TPE 9, the
+#    preact twin of TPE 20, first);
+# 2. search tiny-arch-band: micro-arch with --fill-budget and random sampling, so every net is within
+#    90-100% of the budget and of a shape of its own; the same proxy as the two searches (5 epochs on
+#    0.2 of the split, no pruner), so proxy_fidelity.py pools the three;
+# 3. retrain ResNet-8 scaled to the budget (preset-mlperf-tiny-resnet8-fit, seeds 0 and 1), a second
+#    seed of TPE 17, and BAND of tiny-arch-band's trials spread over its proxy ranking;
+# 4. proxy_fidelity.py over the three studies: every candidate score, with intervals (RESULTS.md).
+# Runs in sittings like tiny_cifar.sh: every retrain is stored on its study (journals under STATE) and
 # checkpointed every 5 epochs; a rerun skips what is stored and resumes what was cut. End a sitting
-# with `bash benchmarks/tiny_cifar.sh stop` (it stops this script's retrains too), then commit STATE.
-# Knobs (environment): DATA, EPOCHS (30), LANES (one per core, one thread each), JOBS (the list below).
+# with `bash benchmarks/tiny_cifar.sh stop` (it stops these retrains too), then commit STATE.
+# Knobs (environment): DATA, EPOCHS (30), LANES (one per core, one thread each), BAND (6), RECORD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STATE=${STATE:-benchmarks/tiny_cifar}
+STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
 DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
-EPOCHS=${EPOCHS:-30} NAS=${NAS:-nas}
+EPOCHS=${EPOCHS:-30} NAS=${NAS:-nas} BAND=${BAND:-6} BAND_TRIALS=${BAND_TRIALS:-12}
 LANES=${LANES:-$(env -u OMP_NUM_THREADS nproc)}  # nproc alone counts OMP_NUM_THREADS, not cores
 if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
 step() { echo "== $(date '+%F %T') $*"; }
+storage() { echo "journal:$STATE/$1.journal"; }
+TPE=tiny-arch-tpe RANDOM_=tiny-arch-random BAND_STUDY=tiny-arch-band
 
-# One retrain per line: study, then retrain flags. The nets of both searches within 80-100% of the
-# budget that were not retrained yet, TPE 9 (the preact twin of TPE 20) first.
-JOBS=${JOBS:-"tiny-arch-tpe --trial 9
-tiny-arch-random --trial 55
-tiny-arch-random --trial 51
-tiny-arch-tpe --trial 30
-tiny-arch-tpe --trial 38
-tiny-arch-tpe --trial 41"}
-
-retrain_one() {  # study, retrain flags; the output folder is named as the study names the retrain
-    local study=$1; shift
-    local name; name=$(echo "$*" | sed -E 's/--trial /trial-/; s/--preset /preset-/; s/ --seed /-seed/; s/ //g')
-    echo "== $(date '+%F %T') retrain $study $name"
-    $NAS retrain --study "$study" --storage "journal:$STATE/$study.journal" "$@" --out "$STATE/$study/$name" \
+retrain_one() {  # study, the retrain's name (its folder under STATE), retrain flags
+    echo "== $(date '+%F %T') retrain $1 $2"
+    $NAS retrain --study "$1" --storage "journal:$STATE/$1.journal" "${@:3}" --out "$STATE/$1/$2" \
         --dataset "$DATA" --epochs "$EPOCHS" --resume --device cpu
 }
 export -f retrain_one && export NAS STATE DATA EPOCHS
-step "retrain $(echo "$JOBS" | grep -c .), $LANES at a time"
-echo "$JOBS" | xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
+retrain_all() {  # one job per line on stdin: study, name, retrain flags
+    xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
+}
+
+step "retrain the nets within 80-100% of the budget"
+retrain_all <<JOBS
+$TPE trial-9 --trial 9
+$RANDOM_ trial-55 --trial 55
+$RANDOM_ trial-51 --trial 51
+$TPE trial-30 --trial 30
+$TPE trial-38 --trial 38
+$TPE trial-41 --trial 41
+JOBS
+
+step "search $BAND_STUDY: $BAND_TRIALS random nets filled to the budget"  # resumes; done, it trains nothing
+$NAS search --space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu --proxy-epochs 5 \
+    --proxy-subset 0.2 --pruner none --fill-budget --sampler random --seed 2 --trials "$BAND_TRIALS" \
+    --study $BAND_STUDY --storage "$(storage $BAND_STUDY)"
+
+step "retrain the control, a second seed of TPE 17 and $BAND of $BAND_STUDY"
+{
+    echo "$TPE preset-mlperf-tiny-resnet8-fit --preset mlperf-tiny-resnet8 --fit-budget"
+    echo "$TPE trial-17-seed1 --trial 17 --seed 1"
+    python3 - "$STATE" "$BAND_STUDY" "$BAND" <<'PY'
+import sys
+from nas.study import counts, load_study
+state, name, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+study = load_study(f"journal:{state}/{name}.journal", name)
+order = [t.number for t in sorted(study.get_trials(deepcopy=False), key=lambda t: -(t.value or 0))
+         if t.value is not None and counts(t)]
+if len(order) > k:  # spread over the proxy ranking, the best first
+    order = [order[round(i * (len(order) - 1) / (k - 1))] for i in range(k)]
+for n in order[:k]:
+    print(name, f"trial-{n}", f"--trial {n}")
+PY
+    echo "$TPE preset-mlperf-tiny-resnet8-fit-seed1 --preset mlperf-tiny-resnet8 --fit-budget --seed 1"
+} | retrain_all
+
+step "every candidate score against the retrains of the three studies"
+python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \
+    --storage "$(storage $RANDOM_)" --study $BAND_STUDY --storage "$(storage $BAND_STUDY)" \
+    --rescore 0.2:5,0.2:5:constant --zero-cost --lanes "$LANES" --cache "$STATE/proxy-fidelity.json" --record "$RECORD"
 step "done"

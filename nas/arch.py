@@ -168,9 +168,13 @@ class ArchSpec:
 ARCH_FIELDS = frozenset(f.name for f in fields(ArchSpec))
 
 
-def round_width(x: float) -> int:
-    """A width rounded to a multiple of 8 (at least 8): tensor-core friendly channel counts."""
-    return max(8, int(x / 8 + 0.5) * 8)  # half up: 36 -> 40, not Python's banker's 32
+WIDTH_MULTIPLE = 8  # tensor-core friendly channel counts; a space's `width_multiple` may say otherwise
+
+
+def round_width(x: float, multiple: int = WIDTH_MULTIPLE) -> int:
+    """A width rounded to a multiple of `multiple` (at least `multiple`). GPUs like 8; on a
+    microcontroller, where only the count matters, 1 lets a small budget be filled closely."""
+    return max(multiple, int(x / multiple + 0.5) * multiple)  # half up: 36 -> 40, not Python's banker's 32
 
 
 def _int(name: str, v: Any) -> int:

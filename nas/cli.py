@@ -334,6 +334,7 @@ def run_bench(args: argparse.Namespace) -> int:
 def _add_search(sub: Any) -> None:
     from pathlib import Path
 
+    from nas.score import HISTORY_SCORES
     from nas.search import SearchConfig as D  # its defaults are the flags' defaults
     from nas.study import PRUNERS, SAMPLERS, budget_label
 
@@ -361,6 +362,10 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--pruner", choices=PRUNERS, default=D.pruner,
                    help="how unpromising proxy trainings are stopped early, from 60%% of the proxy's epochs on "
                         "(default %(default)s)")
+    p.add_argument("--score", choices=HISTORY_SCORES, default=D.score,
+                   help="what a proxy training is turned into, the objective and the pruner's signal: val_acc (the "
+                   "last epoch's validation accuracy), tse (training speed: minus the summed epoch losses), "
+                   "extrapolated (the validation curve's power law read at the retrain's length); default %(default)s")
     p.add_argument("--proxy-epochs", type=int, default=D.proxy_epochs, help="epochs of each proxy training (default %(default)s)")
     p.add_argument("--proxy-subset", type=float, default=D.proxy_subset,
                    help="fraction of the training split proxies train on (default %(default)s: all of it)")
@@ -489,10 +494,14 @@ def _add_retrain(sub: Any) -> None:
     which.add_argument("--trial", type=int, help="the trial's number")
     which.add_argument("--top", type=int, metavar="K", help="the K best trials, one after another")
     which.add_argument("--preset", help="a preset from search_spaces/presets/, stored in the study under its name")
+    p.add_argument("--fit-budget", action="store_true",
+                   help="with --preset: scale its widths to the study's parameter budget and MAC limit, stored as "
+                   "preset-NAME-fit: the hand design at the search's size, which nas report sets the best against")
     add_study_flags(p)
     add_data_flags(p, default=None)
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 in the default space)")
-    p.add_argument("--seed", type=int, help="seed (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="seed (default: the recipe's); another seed is stored beside the "
+                   "first, as trial-N-seedS")
     p.add_argument("--out", help="output folder (default studies/<study>/trial-N)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
@@ -515,8 +524,9 @@ def run_retrain(args: argparse.Namespace) -> int:
     from nas.data import load_dataset
     from nas.liveness import terminate_as_interrupt
     from nas.report import write_note
+    from nas.recipe import Recipe
     from nas.space import load_preset
-    from nas.study import dashboard_command
+    from nas.study import dashboard_command, trial_recipe
 
     terminate_as_interrupt()  # kill, a scheduler's stop: said and resumable like Ctrl-C (which a background job ignores)
     if args.epochs is not None and args.epochs < 1:
@@ -526,8 +536,16 @@ def run_retrain(args: argparse.Namespace) -> int:
     study, url = open_study(args)
     if args.trial is not None:
         rt.find_trial(study, args.trial)  # an unknown trial fails before any data is loaded
+    if args.fit_budget and not args.preset:
+        raise NasError("--fit-budget scales a preset to the study's limits: use it with --preset.")
+    fit = rt.study_limits(study) if args.fit_budget else None
     numbers = [args.trial] if args.trial is not None else rt.best_trials(study, args.top) if args.top else []
-    names = [f"trial-{n}" for n in numbers] or [f"preset-{load_preset(args.preset)[0]}"]
+    if numbers:
+        names = [rt.seeded_name(f"trial-{n}", args.seed, (trial_recipe(rt.find_trial(study, n)) or {}).get("seed", Recipe.seed))
+                 for n in numbers]  # fmt: skip
+    else:
+        preset, _, recipe = load_preset(args.preset)
+        names = [rt.seeded_name(rt.preset_name(preset, fitted=bool(fit)), args.seed, recipe.seed)]
     outs = {name: Path(args.out) if args.out else rt.default_out(study, name) for name in names}
     # Before any data is loaded: what would be skipped, and what would throw work away unasked.
     todo = [name for name in names if rt.start_epoch(study, name, outs[name], resume=args.resume,
@@ -541,9 +559,9 @@ def run_retrain(args: argparse.Namespace) -> int:
             raise NasError(f"study {study.study_name!r} records no dataset; pass --dataset.")
         data = load_dataset(dataset, args.data_dir)
         for name in todo:
-            target = rt.preset_target(args.preset, data.shape) if args.preset else \
-                rt.trial_target(study, int(name.split("-", 1)[1]), data.shape)  # fmt: skip
-            rt.retrain(study, target, data, epochs=args.epochs, seed=args.seed, out=outs[name], resume=args.resume,
+            target = rt.preset_target(args.preset, data.shape, fit) if args.preset else \
+                rt.trial_target(study, int(rt.base_name(name).split("-", 1)[1]), data.shape)  # fmt: skip
+            rt.retrain(study, rt.seeded(target, args.seed), data, epochs=args.epochs, out=outs[name], resume=args.resume,
                        replace_earlier=args.replace, device=args.device, compile=args.compile,
                        precision=args.precision, deterministic=args.deterministic)  # fmt: skip
             write_note(study)
@@ -595,6 +613,8 @@ def run_report(args: argparse.Namespace) -> int:
         if len(df) > 20:
             say(f"... and {len(df) - 20} more rows in leaderboard.csv")
         say(legend(table.splitlines()[0].split()))
+    if r["control"]:
+        say(r["control"])
     if r["fidelity"]:
         f = r["fidelity"]
         say(f"proxy fidelity over {f['trials']} retrained trials: {fidelity_line(f)}")

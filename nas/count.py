@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nas.arch import ArchSpec, round_width
+from nas.arch import WIDTH_MULTIPLE, ArchSpec, round_width
 from nas.blocks import BLOCKS, out_side
 from nas.errors import ConfigError
 
@@ -53,10 +53,10 @@ def count_macs(spec: ArchSpec) -> int:
     return total + spec.head_features * spec.classes
 
 
-def fit_width(spec: ArchSpec, budget: int, max_macs: int | None = None) -> ArchSpec:
+def fit_width(spec: ArchSpec, budget: int, max_macs: int | None = None, multiple: int = WIDTH_MULTIPLE) -> ArchSpec:
     """`spec` with every width (stem and stages) scaled by the largest uniform multiplier whose
     parameter count stays within `budget` (and MACs within `max_macs`, where given), each width
-    rounded to a multiple of 8 (at least 8). MACs grow with every width as parameters do.
+    rounded to a multiple of `multiple` (at least that). MACs grow with every width as parameters do.
 
     A bisection on the counter alone finds the boundary, as the count grows with the multiplier:
     every block term is monotone in every width. One thing is not: a projection skip exists only
@@ -72,8 +72,8 @@ def fit_width(spec: ArchSpec, budget: int, max_macs: int | None = None) -> ArchS
     def scaled(m: float) -> ArchSpec:
         return replace(
             spec,
-            channels=tuple(round_width(c * m) for c in spec.channels),
-            stem_channels=round_width(spec.stem_channels * m),
+            channels=tuple(round_width(c * m, multiple) for c in spec.channels),
+            stem_channels=round_width(spec.stem_channels * m, multiple),
         )
 
     def fits(s: ArchSpec) -> bool:
@@ -82,7 +82,7 @@ def fit_width(spec: ArchSpec, budget: int, max_macs: int | None = None) -> ArchS
     smallest = scaled(0.0)
     if not fits(smallest):
         raise ConfigError(
-            f"even at width 8 everywhere this architecture has {count_params(smallest):,} parameters and "
+            f"even at width {multiple} everywhere this architecture has {count_params(smallest):,} parameters and "
             f"{count_macs(smallest):,} MACs, over the budget of {budget:,}"
             + (f" or the MAC limit of {max_macs:,}." if max_macs else ".")
         )

@@ -17,7 +17,7 @@ from nas import __version__
 from nas.arch import ArchSpec
 from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
-from nas.retrain import describe, retrains
+from nas.retrain import FIT_SUFFIX, base_name, describe, retrains
 from nas.study import (FILL_MIN, METRIC, StoredTrial, artifact_dir, cut_short, repeat, study_flags, study_home, study_space,
                        study_system_attrs, study_url, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
 
@@ -48,6 +48,11 @@ def leaderboard(study: optuna.Study):
                      "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t),
                      "reason": a.get("reason") if t.state == TrialState.FAIL else None})  # fmt: skip
     for name, r in done.items():
+        if name.startswith("trial-") and base_name(name) != name:  # another seed of a retrained trial
+            rows.append({"name": name, "trial": int(base_name(name).split("-")[1]), "state": "seed",
+                         "proxy_val_acc": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
+                         **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
+                         "recipe": Recipe.from_dict(r["recipe"]).describe()})  # fmt: skip
         if name.startswith("preset-"):
             over = any(r[measure] > limit for measure, limit in limits(study).items())  # either limit
             rows.append({"name": name, "trial": None, "state": "over budget" if over else "preset",
@@ -98,6 +103,44 @@ def fidelity(df, flags: str = "") -> dict[str, Any] | None:
                         f"too, not only the proxy's best, and try a longer proxy (--proxy-epochs, --proxy-subset)")  # fmt: skip
     return {"trials": len(both), "kendall_tau": float(kendall["proxy_val_acc"]), "spearman": float(spearman["proxy_val_acc"]),
             "params_kendall_tau": float(kendall["params"]), "retrain_epochs": lengths, "warnings": warnings}  # fmt: skip
+
+
+def against_control(df, hint: str = "") -> str | None:
+    """The search's best retrained net against the best hand design scaled to the same limits
+    (`nas retrain --preset NAME --fit-budget`), each at its mean over the seeds retrained, in one
+    plain sentence; None before any trial is retrained. `hint` names the study for the command."""
+    retrained = df.dropna(subset=["retrain_test_acc"])
+    searched = retrained[retrained["trial"].notna()]
+    if searched.empty:
+        return None
+    searched = searched.assign(net="trial-" + searched["trial"].astype(str))
+    fitted = retrained.loc[retrained["name"].map(lambda n: base_name(n).endswith(FIT_SUFFIX)).astype(bool)]
+    fitted = fitted.assign(net=fitted["name"].map(base_name))
+    if fitted.empty:
+        return (f"No hand design scaled to the budget is retrained yet: `nas retrain --preset NAME --fit-budget{hint}` "
+                f"(as many epochs as the trials) sets the search's best against one of the same size.")  # fmt: skip
+
+    def best(rows) -> tuple[str, float, int, int]:
+        means = rows.groupby("net").agg(acc=("retrain_test_acc", "mean"), seeds=("retrain_test_acc", "size"),
+                                         params=("params", "first"))  # fmt: skip
+        net = means["acc"].idxmax()
+        return net, float(means.loc[net, "acc"]), int(means.loc[net, "seeds"]), int(means.loc[net, "params"])
+
+    (s_net, s_acc, s_n, s_p), (h_net, h_acc, h_n, h_p) = best(searched), best(fitted)
+    seeds = lambda n: f"{n} seed{'s' * (n != 1)}"  # noqa: E731
+    both = (f"{s_net} {s_acc:.4f} ({seeds(s_n)}, {s_p:,} params) against {h_net} {h_acc:.4f} ({seeds(h_n)}, "
+            f"{h_p:,} params)")  # fmt: skip
+    lengths = sorted(int(n) for n in pd_unique(retrained["retrain_epochs"]))
+    caveat = ("" if s_n > 1 and h_n > 1 else "; one seed: not yet set against the seed spread") + (
+        f"; the retrains differ in length ({', '.join(map(str, lengths))} epochs)" if len(lengths) > 1 else "")
+    if h_acc >= s_acc:
+        return (f"A hand design scaled to the budget matches or beats the search: {both}{caveat}. The search has "
+                f"not yet found anything a scaled hand design does not.")  # fmt: skip
+    return f"The search's best beats the best hand design scaled to the budget by {100 * (s_acc - h_acc):.2f} points: {both}{caveat}."
+
+
+def pd_unique(column) -> list:
+    return list(column.dropna().unique())
 
 
 def fidelity_line(fid: dict[str, Any]) -> str:
@@ -463,6 +506,9 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
         skipped["proxy fidelity"] = (f"{n} retrained complete trial{'s' * (n != 1)}, {MIN_FIDELITY_TRIALS} needed; "
                                      f"retrain the best: nas retrain --top {MIN_FIDELITY_TRIALS}{flags}")  # fmt: skip
     md = f"# {study.study_name}\n\n" + markdown_table(df)
+    control = against_control(df, flags)
+    if control:
+        md += f"\n{control}\n"
     if fid:
         md += f"\nProxy fidelity over {fid['trials']} retrained trials: {fidelity_line(fid)}.\n"
         md += "".join(f"\n**Warning:** {w}.\n" for w in fid["warnings"])
@@ -491,8 +537,8 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
     for name, fig in figures.items():  # one plotly.min.js beside them, works offline; the toolbar only on hover
         fig.write_html(out / name, include_plotlyjs="directory", config={"displaylogo": False})
     (out / "index.html").write_text(index_page(study, df, fid, skipped, sorted(figures)))
-    return {"dir": out, "leaderboard": df, "fidelity": fid, "figures": sorted(figures), "importances": imp,
-            "skipped": skipped}  # fmt: skip
+    return {"dir": out, "leaderboard": df, "fidelity": fid, "control": control, "figures": sorted(figures),
+            "importances": imp, "skipped": skipped}  # fmt: skip
 
 
 PAGES = {"accuracy_vs_params.html": "proxy and retrain accuracy against parameters, the budget, the Pareto front",
@@ -563,6 +609,8 @@ def note(study: optuna.Study) -> str:
             proxy = f"{r['proxy_val_acc']:.4f}" if r.get("proxy_val_acc") is not None else ""
             lines.append(f"| {name} | {r['retrain_test_acc']:.4f} | {r['retrain_test_acc_tta']:.4f} | "
                          f"{r['retrain_epochs']} | {r['params']:,} | {proxy} | {_links(study, r)} |")  # fmt: skip
+        control = against_control(leaderboard(study), study_flags(study.study_name, study_url(study)))
+        lines += ["", control] if control else []
         lines.append("\nThe files open from the dashboard when it runs with `--artifact-dir` "
                      f"`{artifact_dir(study.study_name, study_url(study))}`, the folder beside the study's storage "
                      "that holds them; a file not kept there is said so.")  # fmt: skip
@@ -609,14 +657,18 @@ def write_note(study: optuna.Study) -> bool:
     if get_note(study) != (text := note(study)):
         save_note(study, text)
     trials = study.get_trials(deepcopy=False)
+    by_trial: dict[int, list[dict[str, Any]]] = {}  # a trial's retrains, one per seed
     for name, r in retrains(study).items():
         if name.startswith("trial-"):
-            stored = StoredTrial.of(study, trials[int(name.split("-", 1)[1])])
-            trial = optuna.Trial(study, stored.trial_id)  # notes live on the study
-            before = get_note(trial).split(RETRAINED)[0].rstrip()
-            text = (before + "\n\n" if before else "") + trial_note(study, r)
-            if get_note(trial) != text:
-                save_note(trial, text)
+            by_trial.setdefault(int(base_name(name).split("-", 1)[1]), []).append(r)
+    for number, runs in by_trial.items():
+        stored = StoredTrial.of(study, trials[number])
+        trial = optuna.Trial(study, stored.trial_id)  # notes live on the study
+        before = get_note(trial).split(RETRAINED)[0].rstrip()
+        text = (before + "\n\n" if before else "") + "\n\n".join(trial_note(study, r) for r in
+                                                               sorted(runs, key=lambda r: r["seed"]))  # fmt: skip
+        if get_note(trial) != text:
+            save_note(trial, text)
     df = leaderboard(study)
     _save_figure(study, budget_check(study), "nas-budget-check")
     _save_figure(study, accuracy_vs(study, df), "nas-accuracy")

@@ -31,11 +31,12 @@ from nas.arch import ArchSpec
 from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.recipe import Recipe
-from nas.space import load_preset, parse_space
+from nas.space import load_preset, parse_space, preset_width_multiple
 from nas.study import (REJECTED, RETRAIN_PREFIX, artifact_dir, repeat, set_study_system_attr, study_home, study_space,
                        study_system_attrs, study_url, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
+FIT_SUFFIX = "-fit"  # a preset scaled to the study's limits
 CHECKPOINT = "checkpoint.pt"
 OUTPUTS = ("model.pt", "history.csv", "metrics.json", "curves.html")
 
@@ -67,16 +68,52 @@ def trial_target(study: optuna.Study, number: int, shape: dict[str, int]) -> Tar
     space = parse_space(study_space(study), Path(attrs.get("space_path", "space.yaml")))
     spec, recipe = space.from_params(trial.params, **shape)
     if attrs.get("fill_budget"):
-        spec = fit_width(spec, attrs["budget"], attrs.get("max_macs"))
+        spec = fit_width(spec, attrs["budget"], attrs.get("max_macs"), space.width_multiple)
     if spec.to_dict() != arch or recipe.to_dict() != recipe_dict:
         raise NasError(f"trial {number}'s params no longer rebuild what it trained (was the study made by "
                          f"another version of nas, or on other data?).")  # fmt: skip
     return Target(f"trial-{number}", spec, recipe, trial)
 
 
-def preset_target(name: str, shape: dict[str, int]) -> Target:
+def preset_target(name: str, shape: dict[str, int], fit: tuple[int, int | None] | None = None) -> Target:
+    """A preset adapted to the data; with `fit` (budget, MAC limit or None), its widths scaled to fill
+    them (`fit_width`, in steps of the preset's `width_multiple`): the hand design at the size a
+    search had, named preset-<name>-fit, so a report sets the search's best against it like for like."""
     preset, spec, recipe = load_preset(name)
-    return Target(f"preset-{preset}", ArchSpec.from_dict({**spec.to_dict(), **shape}), recipe)
+    spec = ArchSpec.from_dict({**spec.to_dict(), **shape})
+    if fit is None:
+        return Target(preset_name(preset, fitted=False), spec, recipe)
+    return Target(preset_name(preset, fitted=True), fit_width(spec, *fit, preset_width_multiple(name)), recipe)
+
+
+def preset_name(preset: str, *, fitted: bool) -> str:
+    return f"preset-{preset}{FIT_SUFFIX * fitted}"
+
+
+def study_limits(study: optuna.Study) -> tuple[int, int | None]:
+    """(parameter budget, MAC limit or None) a study searched under."""
+    attrs = study.user_attrs
+    if "budget" not in attrs:
+        raise NasError(f"study {study.study_name!r} records no parameter budget to fit a preset to.")
+    return int(attrs["budget"]), attrs.get("max_macs")
+
+
+def seeded(target: Target, seed: int | None) -> Target:
+    """`target` trained with another seed than its recipe's, under a name of its own (trial-17-seed1),
+    so that a second seed is stored beside the first rather than replacing it."""
+    if seed is None or seed == target.recipe.seed:
+        return target
+    return replace(target, name=seeded_name(target.name, seed, target.recipe.seed), recipe=replace(target.recipe, seed=seed))
+
+
+def seeded_name(name: str, seed: int | None, recipe_seed: int) -> str:
+    return name if seed is None or seed == recipe_seed else f"{name}-seed{seed}"
+
+
+def base_name(name: str) -> str:
+    """trial-17 for trial-17-seed1: the net a retrain of another seed belongs to."""
+    head, _, tail = name.rpartition("-seed")
+    return head if head and tail.isdigit() else name
 
 
 def best_trials(study: optuna.Study, k: int) -> list[int]:

@@ -34,7 +34,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
 from nas.space import DEFAULT_SPACE, Space, load_space
-from nas.study import (ARCH_KEY, FILL_MIN, METRIC, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
+from nas.score import horizon, metric_name, of_history
+from nas.study import (ARCH_KEY, FILL_MIN, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
                        make_pruner, make_sampler, open_search_study, storage_url, trial_arch, trial_recipe,
                        undecided)  # fmt: skip
 
@@ -71,6 +72,7 @@ class SearchConfig:
     timeout: float | None = None  # seconds after which no new trial starts
     precision: str | None = None  # overrides the recipes' (auto); not stored in the trials' recipes
     compile: bool = False  # torch.compile each trial's model; its compile time counts in the trial's time
+    score: str = "val_acc"  # what a proxy training is turned into (nas.score): the objective and the pruner's signal
 
 
 class TrialFailed(Exception):
@@ -231,7 +233,7 @@ class Worker:
         try:
             spec, recipe = self.space.decode(lambda name, p: p.suggest(trial, name), **self.data.shape)
             if cfg.fill_budget:
-                spec = fit_width(spec, cfg.budget, cfg.max_macs)
+                spec = fit_width(spec, cfg.budget, cfg.max_macs, self.space.width_multiple)
         except NasError as e:  # an impossible combination (say, a pool that does not divide the map)
             trial.set_constraint("budget", 1.0)
             trial.set_user_attr("reason", "invalid")
@@ -239,7 +241,7 @@ class Worker:
             explain(trial, f"**Rejected before training**: not a valid network ({e}). Never built.")
             raise optuna.TrialPruned(str(e)) from None
         params, macs = count_params(spec), count_macs(spec)
-        # <= 0 is feasible. With --fill-budget, a candidate no width multiple of 8 brings to 90% of
+        # <= 0 is feasible. With --fill-budget, a candidate no width (of the space's multiple) brings to 90% of
         # the budget (a deep net of narrow stages: one step of 8 channels adds 50%) is infeasible too,
         # unless the MAC limit is what stops it.
         fills_macs = cfg.max_macs is not None and macs >= FILL_MIN * cfg.max_macs
@@ -291,16 +293,23 @@ class Worker:
         from nas.train import fit
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            trial.report(metrics["val_acc"], epoch)
+            rows.append(metrics)
+            trial.report(of_history(self.cfg.score, rows, reach), epoch)  # the score so far
             if trial.should_prune():
                 trial.set_user_attr("reason", "pruned")
                 trial.set_user_attr("epoch_seconds", [round(s, 3) for s in seconds + [metrics["seconds"]]])
+                trial.set_user_attr("train_loss", [round(x, 5) for x in losses + [metrics["train_loss"]]])
                 explain(trial, f"**Pruned** by the {self.cfg.pruner} pruner after epoch {epoch} of "
-                               f"{self.cfg.proxy_epochs}: {METRIC} {metrics['val_acc']:.4f}.")  # fmt: skip
+                               f"{self.cfg.proxy_epochs}: {metric_name(self.cfg.score)} "
+                               f"{of_history(self.cfg.score, rows, reach):.4f}.")  # fmt: skip
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
             seconds.append(metrics["seconds"])
+            losses.append(metrics["train_loss"])
 
+        rows: list[dict[str, float]] = []  # the proxy's history so far
+        reach = horizon(recipe.epochs, self.cfg.proxy_subset)  # where an extrapolated curve is read
         seconds: list[float] = []
+        losses: list[float] = []  # per epoch: training speed (nas.score.tse) can be read off any trial
         trial.set_user_attr("device", device_name(torch.device(self.device)))
         proxy = recipe.compressed(self.cfg.proxy_epochs)
         if self.cfg.precision:
@@ -312,6 +321,7 @@ class Worker:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # keep the first error
                 trial.set_user_attr("proxy_seconds", round(time.perf_counter() - start, 3))  # compiling included
         trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in result.history])
+        trial.set_user_attr("train_loss", [round(h["train_loss"], 5) for h in result.history])
         trial.set_user_attr("precision", result.precision)
         if result.status != "complete":
             if result.status == "oom":
@@ -319,7 +329,7 @@ class Worker:
             trial.set_user_attr("reason", result.status)
             trial.set_user_attr("error", result.message)
             raise TrialFailed(result.message)
-        return result.final["val_acc"]
+        return of_history(self.cfg.score, result.history, reach)
 
 
 def explain(trial: optuna.Trial, markdown: str) -> None:
@@ -355,7 +365,8 @@ def prepare(cfg: SearchConfig) -> tuple[Space, Any, dict[str, Any]]:
                            f"({smallest.describe()}) has {measure(smallest):,}.")  # fmt: skip
     split = validation_split(ds, cfg.val_size, cfg.split_seed, cfg.proxy_subset)
     identity = {"budget": cfg.budget, "max_macs": cfg.max_macs, "space": space.text, "dataset": cfg.dataset, "split": split.info,
-                "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset, "fill_budget": cfg.fill_budget}  # fmt: skip
+                "proxy_epochs": cfg.proxy_epochs, "proxy_subset": cfg.proxy_subset, "fill_budget": cfg.fill_budget,
+                "score": cfg.score}  # fmt: skip
     return space, split, identity
 
 

@@ -12,7 +12,9 @@ parsed, so what Optuna would refuse in every trial is refused at load time, nami
 every mistake of a file is reported at once.
 
 `arch` speaks ArchSpec's vocabulary plus `stages` (N), `width` and `growth` (stage i has
-round8(width * growth**i) channels; or give `channels` per stage instead). `blocks` and `channels`
+width * growth**i channels rounded to a multiple of `width_multiple`, 8 unless the file says
+otherwise; or give `channels` per stage instead). `width_multiple` (a fixed value) is also the step
+of `--fill-budget` and of a preset scaled to a budget: GPUs like 8, a microcontroller takes 1. `blocks` and `channels`
 are sampled once per stage (trial params `blocks_0` ... `blocks_{N-1}`): conditional on N.
 `recipe` speaks Recipe's vocabulary; `lr` may map each optimizer to its own range (params `lr_sgd`,
 `lr_adam`, ...; `default` is the optimizer's registered range, and `lr: default` gives every
@@ -37,7 +39,7 @@ from typing import Any
 import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from nas.arch import ArchSpec, round_width
+from nas.arch import WIDTH_MULTIPLE, ArchSpec, round_width
 from nas.blocks import BLOCK_FIELDS, BLOCKS, block_reads
 from nas.errors import NasError
 from nas.recipe import OPTIMIZERS, Recipe, field_used
@@ -51,8 +53,9 @@ ARCH_KEYS: dict[str, Any] = {
     "stages": int, "blocks": int, "width": int, "growth": float, "channels": int,
     "stem_channels": int, "stem_kernel": int, "kernel": int, "skip_kernel": int,
     "pool": "pool", "block": str, **{name: int for name in sorted(BLOCK_FIELDS)},
-    "se": int, "dropout": float, "drop_path": float,
+    "se": int, "dropout": float, "drop_path": float, "width_multiple": int,
 }  # fmt: skip
+NOT_SPEC = ("stages", "width", "growth", "width_multiple")  # keys that shape the decoding, not ArchSpec fields
 PER_STAGE = ("blocks", "channels")
 RECIPE_KEYS: dict[str, Any] = {f.name: type(f.default) for f in fields(Recipe)}
 # Keys whose every value is tried when bounding the space's smallest count from below: the count is
@@ -129,6 +132,10 @@ class Space:
     def name(self) -> str:
         return self.path.stem
 
+    @property
+    def width_multiple(self) -> int:
+        return self.arch.get("width_multiple", WIDTH_MULTIPLE)
+
     def decode(self, pick: Pick, classes: int = 10, image_size: int = 32, in_channels: int = 3) -> tuple[ArchSpec, Recipe]:
         """The (ArchSpec, Recipe) for the values `pick` chooses. `pick` is called once per trial
         param, in a fixed order, only for params this configuration uses. Raises NasError when
@@ -152,10 +159,10 @@ class Space:
                     spec[key] = [get(key, f"{key}_{i}", entry) for i in range(n)]
         if "channels" not in spec:
             width, growth = get("width"), get("growth") if "growth" in a else 2.0
-            spec["channels"] = [round_width(width * growth**i) for i in range(n)]
+            spec["channels"] = [round_width(width * growth**i, self.width_multiple) for i in range(n)]
         spec["block"] = get("block") if "block" in a else ArchSpec.block  # first: it decides what else is read
         for key in ARCH_KEYS:
-            if key not in ("stages", "width", "growth", "block", *PER_STAGE) and key in a and block_reads(spec["block"], key):
+            if key not in (*NOT_SPEC, "block", *PER_STAGE) and key in a and block_reads(spec["block"], key):
                 spec[key] = get(key)
 
         chosen: dict[str, Any] = {}
@@ -237,6 +244,8 @@ def parse_space(text: str, path: Path) -> Space:
             continue
         parsed(arch, key, lambda: _checked(f"arch.{key}", key, _parse(f"arch.{key}", raw, ARCH_KEYS[key],
                                                                       allow_list=key in PER_STAGE), _arch_probe))  # fmt: skip
+    if isinstance(arch.get("width_multiple"), Param):
+        mistakes.append("arch.width_multiple: a fixed value, not a distribution (it decides how every width rounds).")
     mistakes += [f"arch: a space needs '{key}'." for key in ("stages", "blocks") if key not in arch_raw]
     if ("channels" in arch_raw) == ("width" in arch_raw):
         mistakes.append("arch: give either 'channels' (per stage) or 'width' (with optional 'growth').")
@@ -263,7 +272,7 @@ def parse_space(text: str, path: Path) -> Space:
     block = arch.get("block", ArchSpec.block)
     blocks = [b for b in (block.dist.choices if isinstance(block, Param) else (block,)) if b in BLOCKS]
     mistakes += [f"arch.{key}: no block of this space reads it ({', '.join(blocks)})." for key in arch
-                 if blocks and not any(block_reads(b, key) for b in blocks)]  # fmt: skip
+                 if key not in NOT_SPEC and blocks and not any(block_reads(b, key) for b in blocks)]  # fmt: skip
     if mistakes:
         if len(mistakes) == 1:
             raise SpaceError(f"{path}: {mistakes[0]}")
@@ -276,13 +285,27 @@ def parse_space(text: str, path: Path) -> Space:
 def load_preset(name_or_path: str | Path) -> tuple[str, ArchSpec, Recipe]:
     """(name, spec, recipe) of a preset from `search_spaces/presets/` or a path. The spec is for
     10-class 32px images unless the file says otherwise; callers adapt it to their dataset."""
-    path = resolve(name_or_path, SPACES_DIR / "presets")
-    doc = _parse_yaml(path.read_text(), path)
-    arch_raw, recipe_raw = _sections(path, doc)
+    path, arch_raw, recipe_raw = _preset_sections(name_or_path)
+    arch_raw = {k: v for k, v in arch_raw.items() if k != "width_multiple"}
     try:
         return path.stem, ArchSpec.from_dict(arch_raw), Recipe.from_dict(recipe_raw)
     except NasError as e:
         raise SpaceError(f"{path}: {e}") from None
+
+
+def preset_width_multiple(name_or_path: str | Path) -> int:
+    """What a preset's widths round to when it is scaled to a budget (`width_multiple`, default 8)."""
+    path, arch_raw, _ = _preset_sections(name_or_path)
+    multiple = arch_raw.get("width_multiple", WIDTH_MULTIPLE)
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise SpaceError(f"{path}: arch.width_multiple: expected a positive integer, got {multiple!r}.")
+    return multiple
+
+
+def _preset_sections(name_or_path: str | Path) -> tuple[Path, dict, dict]:
+    path = resolve(name_or_path, SPACES_DIR / "presets")
+    arch_raw, recipe_raw = _sections(path, _parse_yaml(path.read_text(), path))
+    return path, arch_raw, recipe_raw
 
 
 def preset_names() -> list[str]:
@@ -436,7 +459,7 @@ def _arch_probe(key: str, v: Any) -> None:
         ArchSpec(blocks=(1,), channels=(8,), **{key: v})
     elif key in BLOCK_FIELDS:
         ArchSpec(blocks=(1,), channels=(8,), block=next(b.name for b in BLOCKS.values() if key in b.fields), **{key: v})
-    elif key in ("stages", "blocks", "width", "channels", "stem_channels") and v < 1:
+    elif key in ("stages", "blocks", "width", "channels", "stem_channels", "width_multiple") and v < 1:
         raise SpaceError(f"{key} must be at least 1.")
     elif key == "growth" and v <= 0:
         raise SpaceError("growth must be positive.")

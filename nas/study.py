@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from nas.score import metric_name
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import NasError
@@ -29,12 +31,14 @@ REJECTED = ("over_budget", "over_macs", "underfilled", "invalid")  # proposals r
 FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget; the rest are underfilled
 NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
 CUT_SHORT = ("interrupted", "stale", "error")  # trainings that failed and freed their slot for another
-STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget")
+STUDY_IDENTITY = ("budget", "max_macs", "space", "dataset", "split", "proxy_epochs", "proxy_subset", "fill_budget",
+                  "score")  # fmt: skip
+IDENTITY_DEFAULTS = {"score": "val_acc"}  # what a study made before the key was searched with
 # Machine-readable data lives in system attrs, which optuna-dashboard does not show; the user attrs
 # hold what a person reads there: short strings and numbers.
 ARCH_KEY, RECIPE_KEY, SPACE_KEY = "nas:arch", "nas:recipe", "nas:space"
 RETRAIN_PREFIX = "retrain:"  # + trial-42 / preset-resnet24: a retrain's result, a line for people, the dict for nas
-METRIC = "proxy_val_acc"  # the objective's name in the dashboard, the report and the leaderboard
+METRIC = "proxy_val_acc"  # the default objective's name in the dashboard, the report and the leaderboard
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
 
@@ -293,7 +297,7 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC])
+            study.set_metric_names([metric_name(identity.get("score", "val_acc"))])
     stored = {**study.user_attrs, "space": study_space(study)}
     if "budget" not in stored:
         # The space text is kept verbatim, for rebuilding trials, as a system attr: the dashboard would
@@ -307,13 +311,12 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
             study.set_user_attr(key, value)
     else:
         for key in STUDY_IDENTITY:
-            if stored.get(key) != identity[key]:
+            was, now = (d.get(key, IDENTITY_DEFAULTS.get(key)) for d in (stored, identity))
+            if was != now:
                 shown = lambda v: ("the file's content" if key == "space" else f"{v:,}" if isinstance(v, int)  # noqa: E731
                                    and key in ("budget", "max_macs") else repr(v))  # 20,000, not 20000: a count to read
-                raise NasError(
-                    f"study {name!r} was made with {key} {shown(stored.get(key))}, not {shown(identity[key])}; "
-                    f"pass another --study to start a new one."
-                )
+                raise NasError(f"study {name!r} was made with {key} {shown(was)}, not {shown(now)}; "
+                               f"pass another --study to start a new one.")  # fmt: skip
     return study
 
 

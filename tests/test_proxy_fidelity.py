@@ -47,3 +47,17 @@ def test_rescored_proxies_train_in_lanes_cache_and_correlate(tmp_path, monkeypat
     again = run_script(tmp_path, "--rescore", "0.5:1,1:1", "--lanes", "2", "--cache", "fid.json")
     assert ": val " not in again  # all cached: nothing trained twice
     assert json.loads((tmp_path / "fid.json").read_text()) == cache
+
+    # Issue 18's candidates: a constant-learning-rate proxy with its history, zero-cost scores, a
+    # second seed averaged into its net's ground truth, and every candidate with its interval.
+    assert main(["retrain", "--study", STUDY, "--trial", str(trained[0]), "--epochs", "1", "--seed", "1"]) == 0
+    out = run_script(tmp_path, "--rescore", "0.5:1:constant", "--zero-cost", "--cache", "fid.json")
+    cache = json.loads((tmp_path / "fid.json").read_text())
+    assert set(cache) == {"0.5:1", "1:1", "0.5:1:constant", "init"} and set(cache["init"]) == names
+    assert all(len(r["history"]) == 1 and "train_loss" in r["history"][0] for r in cache["0.5:1:constant"].values())
+    assert all({"synflow", "snip", "naswot", "seconds"} <= set(r) for r in cache["init"].values())
+    assert "Candidate scores against retrain over 3 retrained trials of fid (0 within 80%-100% of the budget)" in out
+    for row in ("| 0.5 of the split, 1 epochs, constant learning rate: TSE |", "| zero-cost: naswot |",
+                "| rank ensemble: params + zero-cost: synflow |", "| params (no training) | 0.0 |"):  # fmt: skip
+        assert row in out
+    assert "0.5 of the split, 1 epochs: TSE" not in out  # cached before histories were kept: left out, not faked

@@ -202,6 +202,37 @@ def test_retrain_a_preset_into_the_same_study(here, capsys):
     assert (here / "studies" / STUDY / "preset-small" / "model.pt").exists()
 
 
+def test_a_preset_fitted_to_the_budget_and_a_second_seed_are_stored_beside_the_first(here, capsys, monkeypatch):
+    from nas.count import count_params
+
+    (here / "small.yaml").write_text(SMALL_PRESET.replace("arch:\n", "arch:\n  width_multiple: 1\n"))
+    monkeypatch.setattr(rt, "study_limits", lambda study: (3_000, None))  # the smoke study's 5M would be slow to fill
+    assert main(["retrain", "--preset", str(here / "small.yaml"), "--fit-budget", "--seed", "3", "--epochs", "1"]) == 0
+    found = rt.retrains(load_study(None, STUDY))
+    r = found["preset-small-fit-seed3"]
+    assert r["seed"] == 3 and r["retrain_epochs"] == 1
+    assert 2_700 <= r["params"] <= 3_000 and r["spec"]["channels"] != [8, 16]  # widths in steps of 1 fill the budget
+    assert count_params(rt.preset_target(str(here / "small.yaml"), {}, (3_000, None)).spec) == r["params"]
+    assert (here / "studies" / STUDY / "preset-small-fit-seed3" / "model.pt").exists()
+    assert main(["retrain", "--trial", "0", "--fit-budget"]) == 2
+    assert "use it with --preset" in capsys.readouterr().err
+
+
+def test_a_seed_names_the_retrain_only_when_it_is_not_the_recipes():
+    from nas.recipe import Recipe
+    from nas.space import load_preset
+
+    target = rt.preset_target("mlperf-tiny-resnet8", {})
+    assert rt.seeded(target, None) is target and rt.seeded(target, Recipe().seed) is target
+    other = rt.seeded(target, 1)
+    assert other.name == "preset-mlperf-tiny-resnet8-seed1" and other.recipe.seed == 1 and other.spec == target.spec
+    assert rt.base_name(other.name) == target.name and rt.base_name("trial-3") == "trial-3"
+    assert rt.base_name("preset-my-seed-net") == "preset-my-seed-net"
+    fitted = rt.preset_target("mlperf-tiny-resnet8", {}, (100_000, 25_000_000)).spec
+    assert fitted.channels == (18, 36, 72) and fitted.stem_channels == 18  # its file: width_multiple 1
+    assert load_preset("mlperf-tiny-resnet8")[1].channels == (16, 32, 64)
+
+
 def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     done = set(rt.retrains(load_study(None, STUDY)))
     for number in complete_trials():
@@ -225,7 +256,7 @@ def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     assert (rep / "plotly.min.js").stat().st_size > 1_000_000
     assert "no importances: 4 complete trials, 8 needed" in out
     rows = list(csv.DictReader(open(rep / "leaderboard.csv")))
-    assert len(rows) == 5 and {r["name"] for r in rows} >= {"preset-small"}
+    assert len(rows) == 6 and {r["name"] for r in rows} >= {"preset-small", "preset-small-fit-seed3"}
     assert all(r["retrain_test_acc"] for r in rows)
     assert "Spearman" in (rep / "leaderboard.md").read_text()
     assert "budget 5,000,000" in (rep / "accuracy_vs_params.html").read_text()
@@ -503,3 +534,34 @@ def test_a_study_in_the_earlier_layout_still_reports_and_retrains(here, capsys):
     assert main(["report", "--study", "old-layout", "--storage", f"sqlite:///studies/{STUDY}.db", "--out", "old"]) == 0
     rows = list(csv.DictReader(open(here / "old" / "leaderboard.csv")))
     assert len(rows) == 4 and all(r["arch"].startswith(("basic", "preact")) and float(r["proxy_seconds"]) > 0 for r in rows)
+
+
+def test_the_report_sets_the_search_best_against_the_scaled_hand_design_at_their_seed_means():
+    from nas.arch import ArchSpec
+    from nas.count import count_macs, count_params
+    from nas.recipe import Recipe
+    from nas.report import against_control, leaderboard
+
+    study = made_up_study()
+    assert against_control(leaderboard(study)) is None  # no trial retrained: nothing to set against anything
+
+    def stored(name, acc, spec, seed=0):
+        study.set_user_attr(f"retrain:{name}", {
+            "retrain_test_acc": acc, "retrain_test_acc_tta": acc, "retrain_epochs": 30, "params": count_params(spec),
+            "macs": count_macs(spec), "spec": spec.to_dict(), "recipe": Recipe(seed=seed).to_dict(), "seed": seed})  # fmt: skip
+
+    small = ArchSpec(blocks=[1], channels=[16])
+    stored("trial-1", 0.80, small)
+    assert "--fit-budget --study S" in against_control(leaderboard(study), " --study S")
+    stored("preset-resnet8-fit", 0.78, small)
+    said = against_control(leaderboard(study))
+    assert said.startswith("The search's best beats the best hand design scaled to the budget by 2.00 points")
+    assert "trial-1 0.8000 (1 seed" in said and "one seed" in said
+    stored("trial-1-seed1", 0.74, small, seed=1)  # its mean, 0.77, is below the hand design's
+    stored("preset-resnet8-fit-seed1", 0.78, small, seed=1)
+    df = leaderboard(study)
+    seed_row = df[df["name"] == "trial-1-seed1"].iloc[0]
+    assert seed_row["state"] == "seed" and seed_row["trial"] == 1 and math.isnan(seed_row["proxy_val_acc"])
+    said = against_control(df)
+    assert said.startswith("A hand design scaled to the budget matches or beats the search")
+    assert "trial-1 0.7700 (2 seeds" in said and "preset-resnet8-fit 0.7800 (2 seeds" in said and "one seed" not in said

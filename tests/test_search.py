@@ -55,6 +55,7 @@ def test_end_to_end_search_stores_everything(here, capsys):
         assert a["params"] == count_params(spec) and a["arch"] == spec.describe()
         assert t.constraints["budget"] <= 0 and 1 in t.intermediate_values
         assert t.state == TrialState.COMPLETE or a["reason"] in ("pruned", "nan", "oom", "error")
+        assert len(a["train_loss"]) == len(t.intermediate_values) and all(x > 0 for x in a["train_loss"])
 
 
 def test_rerunning_resumes_and_adds_trials(here, capsys):
@@ -170,12 +171,47 @@ def test_pruned_trials_count_and_keep_their_curve(here, capsys, monkeypatch):
     for t in trained:
         assert t.state == TrialState.PRUNED and t.user_attrs["reason"] == "pruned"
         assert list(t.intermediate_values) == [1] and len(t.user_attrs["epoch_seconds"]) == 1
+        assert len(t.user_attrs["train_loss"]) == 1  # its training speed so far, as nas.score.tse reads it
 
 
 def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
     search(capsys, "--trials", "1", "--study", "s")
     code, _, err = search(capsys, "--trials", "2", "--study", "s", "--budget", "4M")
     assert code == 2 and "was made with budget 5,000,000, not 4,000,000" in err
+
+
+def test_the_score_is_the_objective_and_the_pruners_signal_and_part_of_the_study(here, capsys):
+    from nas.score import tse
+
+    code, _, _ = search(capsys, "--trials", "2", "--study", "t", "--score", "tse", "--pruner", "none")
+    study = study_of("t")
+    assert code == 0 and study.metric_names == ["proxy_tse"] and study.user_attrs["score"] == "tse"
+    for t in (t for t in study.trials if counts(t)):
+        losses = t.user_attrs["train_loss"]
+        rows = [{"train_loss": x} for x in losses]
+        assert t.value == pytest.approx(tse(rows), abs=1e-4)  # minus the summed epoch losses
+        assert [t.intermediate_values[k] for k in sorted(t.intermediate_values)] == pytest.approx(
+            [tse(rows[:k]) for k in range(1, len(rows) + 1)], abs=1e-4)  # the running sum, epoch by epoch
+    code, _, err = search(capsys, "--trials", "3", "--study", "t")  # the default score would not compare
+    assert code == 2 and "was made with score 'tse', not 'val_acc'" in err
+
+
+def test_a_study_made_before_the_score_was_recorded_resumes_with_val_acc(here, capsys, monkeypatch):
+    import nas.search
+
+    prepare = nas.search.prepare
+
+    def without_score(cfg):  # the identity nas wrote before the key existed
+        space, split, identity = prepare(cfg)
+        return space, split, {k: v for k, v in identity.items() if k != "score"}
+
+    with monkeypatch.context() as m:
+        m.setattr(nas.search, "prepare", without_score)
+        search(capsys, "--trials", "1", "--study", "old")
+    assert "score" not in study_of("old").user_attrs
+    assert search(capsys, "--trials", "2", "--study", "old")[0] == 0
+    code, _, err = search(capsys, "--trials", "3", "--study", "old", "--score", "tse")
+    assert code == 2 and "was made with score 'val_acc', not 'tse'" in err
 
 
 @pytest.mark.parametrize(

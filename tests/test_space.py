@@ -7,7 +7,7 @@ from nas.arch import ArchSpec
 from nas.blocks import BLOCKS
 from nas.count import count_macs, count_params
 from nas.recipe import Recipe
-from nas.space import DEFAULT_SPACE, SpaceError, load_preset, load_space, preset_names
+from nas.space import DEFAULT_SPACE, SpaceError, load_preset, load_space, parse_space, preset_names
 
 MINIMAL = "arch:\n  stages: {int: [1, 2]}\n  blocks: {int: [1, 2]}\n  width: {choice: [8, 16]}\n"
 
@@ -280,3 +280,20 @@ def test_lr_default_is_each_optimizers_registered_range(tmp_path):
     assert space.recipe["lr"]["sgd"] == 0.1 and space.recipe["lr"]["adam"].dist.high == OPTIMIZERS["adam"].lr[1]
     _, recipe = space.decode(lambda name, p: p.lowest(), classes=10)
     assert recipe.optimizer == "adam" and recipe.lr == OPTIMIZERS["adam"].lr[0]
+
+
+def test_width_multiple_is_a_property_of_the_space_and_8_by_default(tmp_path):
+    from nas.count import fit_width
+
+    text = "arch:\n  stages: 3\n  blocks: 1\n  width: 12\n  growth: 1.5\n  stem_channels: 12\nrecipe: {}\n"
+    default = parse_space(text, tmp_path / "s.yaml")
+    assert default.width_multiple == 8 and default.sample(random.Random(0))[0].channels == (16, 16, 24)
+    fine = parse_space(text.replace("arch:\n", "arch:\n  width_multiple: 1\n"), tmp_path / "s.yaml")
+    spec = fine.sample(random.Random(0))[0]
+    assert spec.channels == (12, 18, 27)  # 12 * 1.5**i, rounded half up to whole channels
+    assert fit_width(spec, 20_000, multiple=1).channels != fit_width(spec, 20_000).channels
+    assert all(c % 8 == 0 for c in fit_width(spec, 20_000).channels)
+    with pytest.raises(SpaceError, match="width_multiple: a fixed value"):
+        parse_space(text.replace("arch:\n", "arch:\n  width_multiple: {choice: [1, 8]}\n"), tmp_path / "s.yaml")
+    with pytest.raises(SpaceError, match="width_multiple"):
+        parse_space(text.replace("arch:\n", "arch:\n  width_multiple: 0\n"), tmp_path / "s.yaml")
