@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ The workflow:
   nas retrain --top 3                                             train the best in full and test them
   nas predict --trial N --images DIR                              label images with a retrained trial
   nas export --trial N --int8                                     ONNX and int8 of a retrained trial, checked
+  nas studies                                                     the studies here, and the flags that open each
   optuna-dashboard sqlite:///studies/<study>.db --artifact-dir studies/<study>/artifacts
 
 nas COMMAND --help for a command's options; nas --help for the list of commands."""
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (sys.argv[1:] if argv is None else argv):
         print(WORKFLOW)
         return 0
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse's own message, with the option that was probably meant
+        command = subcommands(parser)[args.command]
+        command.error(f"unrecognized arguments: {' '.join(extra)}{did_you_mean(extra, command)}")
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:
@@ -58,8 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def did_you_mean(extra: list[str], command: argparse.ArgumentParser) -> str:
+    """' (did you mean --budget?)' for a misspelt option (Python 3.14's argparse suggests only among choices)."""
+    import difflib
+
+    known = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    guesses = [g for x in extra if x.startswith("--") for g in difflib.get_close_matches(x.split("=")[0], known, n=1)]
+    return f" (did you mean {' and '.join(guesses)}?)" if guesses else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="nas", description=WORKFLOW.splitlines()[0].removeprefix("nas: ").capitalize(),
+                                     epilog="nas alone prints the workflow; nas COMMAND --help a command's options.")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_count(sub)
@@ -68,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_predict(sub)
     _add_export(sub)
+    _add_studies(sub)
+    _add_trials(sub)
     _add_bench(sub)
     return parser
 
@@ -130,8 +151,9 @@ def output_file(text: str) -> str:
 
 def add_data_flags(p: argparse.ArgumentParser, default: str | None = "cifar10") -> None:
     g = p.add_argument_group("data")
+    shown = default or "the one the study was searched on"
     g.add_argument("--dataset", default=default,
-                   help=f"cifar10, cifar100, imagefolder:PATH or synthetic[:N] (default: {default})")  # fmt: skip
+                   help=f"cifar10, cifar100, imagefolder:PATH or synthetic[:N] (default: {shown})")  # fmt: skip
     g.add_argument("--data-dir", help="where torchvision's CIFAR files are or go (default: ~/.cache/nas)")
 
 
@@ -363,7 +385,8 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--compile", action="store_true", default=D.compile, help="torch.compile each trial's model "
                    "(compile time counts in the trial's time; rarely pays for short proxies)")  # fmt: skip
     p.add_argument("--seed", type=int, default=D.seed,
-                   help="sampler seed (a resumed run and each worker draw their own reproducible stream from it)")
+                   help="sampler seed (default: drawn at random and printed; a resumed run and each worker draw their "
+                   "own reproducible stream from it)")  # fmt: skip
     p.add_argument("--timeout", type=parse_duration, default=D.timeout, help="start no trial after this long: 2h, 30m, 90s")
     p.add_argument("--record", metavar="PATH", type=output_file, help="append the run's summary to this Markdown file")
     p.set_defaults(run=run_search)
@@ -393,6 +416,10 @@ def run_search(args: argparse.Namespace) -> int:
     from nas.search import SearchConfig
     from nas.search import run_search as search
 
+    if args.seed is None:  # drawn and printed, so that a run worth repeating can be
+        import secrets
+
+        args.seed = secrets.randbelow(2**31)
     cfg = SearchConfig(**{f.name: getattr(args, f.name) for f in fields(SearchConfig) if f.name != "devices"},
                        devices=search_devices(args.gpus, args.jobs_per_gpu))  # fmt: skip
     progress = Progress()
@@ -400,7 +427,10 @@ def run_search(args: argparse.Namespace) -> int:
         study = search(cfg, progress)
     except KeyboardInterrupt:
         progress.close()
-        print("\nnas search: interrupted; running trials were marked failed. Run the same command to resume.",
+        if progress.study is not None:  # what finished before the Ctrl-C, and the commands to go on
+            with contextlib.suppress(Exception, KeyboardInterrupt):  # a second Ctrl-C or a busy database: the line below still says it
+                progress.summary(progress.study)
+        print("\nnas search: interrupted; the running trials were marked failed.\nRun the same command to resume.",
               file=sys.stderr)  # fmt: skip
         return 130
     finally:
@@ -442,23 +472,20 @@ def _device_of(devices: tuple[str, ...]) -> str:
 
 def add_study_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("study")
-    g.add_argument("--study", help="study name (default: the only study in the newest studies/*.db)")
-    g.add_argument("--storage", help="Optuna storage URL (default sqlite:///studies/<study>.db)")
+    g.add_argument("--study", help="study name (default: the only study in studies/; where there are several, "
+                   "nas lists them and asks)")  # fmt: skip
+    g.add_argument("--storage", help="Optuna storage URL or journal file (default: studies/<study>.db, or the file "
+                   "in studies/ that holds the study)")  # fmt: skip
 
 
 def open_study(args: argparse.Namespace):
-    """The study --study/--storage name and its storage URL, after a line saying which it is:
-    without them, the newest studies/*.db is used, which is not always the one meant."""
-    from nas.study import load_study, shown_url, storage_url, study_dbs
+    """The study --study/--storage name and its storage URL, after a line saying which it is."""
+    from nas.study import load_study, shown_url, study_url
 
     study = load_study(args.storage, args.study)
-    if args.study is None and args.storage is None:
-        dbs = study_dbs()
-        others = f"the newest of {len(dbs)} in studies/; --study NAME picks another" if len(dbs) > 1 else "the only one"
-        print(f"study {study.study_name} in {dbs[-1]} ({others})")
-        return study, f"sqlite:///{dbs[-1]}"
-    url = storage_url(args.storage, study.study_name)
-    print(f"study {study.study_name} in {shown_url(url)}")
+    url = study_url(study)
+    only = " (the only one in studies/)" if args.study is None and args.storage is None else ""
+    print(f"study {study.study_name} in {shown_url(url)}{only}")
     return study, url
 
 
@@ -553,43 +580,63 @@ def _add_report(sub: Any) -> None:
         "report",
         help="leaderboard, figures and proxy fidelity of a study",
         description="Print the leaderboard; write it as CSV and Markdown with plotly figures (accuracy vs "
-        "parameters with the budget and the Pareto front, history, importances, learning curves).",
+        "parameters with the budget and the Pareto front, history, importances, learning curves) and an index.html. "
+        "It only reads the study, unless --note.",
     )
     add_study_flags(p)
-    p.add_argument("--out", help="output folder (default studies/<study>/report)")
+    p.add_argument("--out", help="output folder (default: report/ in the study's folder beside its storage)")
+    p.add_argument("--note", action="store_true", help="also refresh what optuna-dashboard shows (the study note, "
+                   "the retrained trials' notes, the study-page figures) where it changed; nas search and nas retrain "
+                   "refresh it as they go")  # fmt: skip
     p.set_defaults(run=run_report)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def terminal_width() -> int:
+    """The terminal's width, or COLUMNS where set; a pipe or a file gets 120 columns."""
     import shutil
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+
+
+def run_report(args: argparse.Namespace) -> int:
     import textwrap
     from pathlib import Path
 
-    from nas.report import console_table, fidelity_line, legend, report
+    from nas.progress import shell_lines
+    from nas.report import console_table, fidelity_line, legend, report, write_note
+    from nas.study import dashboard_command
 
-    study, _ = open_study(args)
+    study, url = open_study(args)
     r = report(study, Path(args.out) if args.out else None)
     df = r["leaderboard"]
+    width = terminal_width()
+    say = lambda text, file=sys.stdout: print(textwrap.fill(text, width, break_on_hyphens=False), file=file)  # noqa: E731
     if df.empty:
-        print(f"study {study.study_name!r} has no trained trial yet.")
+        say(f"study {study.study_name!r} has no trained trial yet.")
     else:
-        # A terminal's width; a pipe or a file gets 120 columns (leaderboard.csv has every field in full).
-        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 120
-        table = console_table(df.head(20), width)
+        table = console_table(df.head(20), width)  # leaderboard.csv has every field in full
         print(table)
         if len(df) > 20:
-            print(f"... and {len(df) - 20} more rows in leaderboard.csv")
-        print(textwrap.fill(legend(table.splitlines()[0].split()), width))
+            say(f"... and {len(df) - 20} more rows in leaderboard.csv")
+        say(legend(table.splitlines()[0].split()))
     if r["control"]:
-        print(textwrap.fill(r["control"], shutil.get_terminal_size().columns if sys.stdout.isatty() else 120))
+        say(r["control"])
     if r["fidelity"]:
         f = r["fidelity"]
-        print(f"proxy fidelity over {f['trials']} retrained trials: {fidelity_line(f)}")
+        say(f"proxy fidelity over {f['trials']} retrained trials: {fidelity_line(f)}")
         for warning in f["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-    for what, why in r["skipped"].items():
-        print(f"no {what}: {why}")
-    print(f"wrote leaderboard.csv, leaderboard.md and {', '.join(r['figures'])} to {r['dir']}")
+            say(f"warning: {warning}", file=sys.stderr)
+    for what, why in r["skipped"].items():  # a command in it goes whole on a line of its own, to paste
+        why, _, command = why.partition(": nas ")
+        say(f"no {what}: {why}" + (":" if command else ""))
+        if command:
+            print(shell_lines(f"  nas {command}", width))
+    say(f"wrote {len(r['figures']) + 3} files to {r['dir']}; open {Path(r['dir']) / 'index.html'}")
+    if args.note:
+        say("dashboard note and figures: " + ("refreshed where they changed" if write_note(study) else
+                                               "optuna-dashboard is not installed (pip install -e '.[dashboard]')"))  # fmt: skip
+    print("browse the study:")
+    print(shell_lines(f"  {dashboard_command(url, study.study_name)}", width))
     return 0
 
 
@@ -597,7 +644,8 @@ def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="label a folder of images with a retrained trial's model",
-        description="Write an ID,Label CSV (ID: the file stem, Label: the class name) for every image under --images.",
+        description="Write an ID,Label,Confidence CSV (ID: the file stem, Label: the class name, Confidence: its "
+        "probability) for every image under --images.",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, help="a retrained trial's number")
@@ -674,17 +722,102 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from nas.predict import predict_folder
 
-    if args.model:
-        model = Path(args.model)
-    else:
-        from nas.retrain import find_trial, retrains
-
-        study, _ = open_study(args)
-        find_trial(study, args.trial)
-        done = retrains(study).get(f"trial-{args.trial}")
-        if not done:
-            raise NasError(f"trial {args.trial} has not been retrained; run: nas retrain --trial {args.trial}")
-        model = Path(done["dir"]) / "model.pt"
-    n = predict_folder(model, Path(args.images), Path(args.out), tta=args.tta, device=args.device)
+    model = Path(args.model) if args.model else retrained_model(args)
+    n, skipped = predict_folder(model, Path(args.images), Path(args.out), tta=args.tta, device=args.device)
+    if skipped:
+        kinds = sorted({p.suffix or "(no suffix)" for p in skipped})
+        one = len(skipped) == 1
+        print(f"skipped {len(skipped)} file{'' if one else 's'} that {'is not an image' if one else 'are not images'} "
+              f"({', '.join(kinds)}), e.g. {skipped[0]}")  # fmt: skip
     print(f"wrote {n} predictions to {args.out}")
+    return 0
+
+
+def retrained_model(args: argparse.Namespace):
+    """The model.pt of --trial's retrain, wherever this machine keeps it; or why there is none and what to run."""
+    from nas.retrain import default_out, find_trial, kept_file, retrains
+    from nas.study import REJECTED, study_flags, trial_arch
+
+    study, url = open_study(args)
+    trial, flags, name = find_trial(study, args.trial), study_flags(study.study_name, url), f"trial-{args.trial}"
+    done = retrains(study).get(name)
+    if not done:
+        reason = trial.user_attrs.get("reason")
+        if reason in REJECTED or trial_arch(trial) is None:
+            raise NasError(f"trial {args.trial} was never trained ({reason or trial.state.name}), so it has no model; "
+                           f"nas trials{flags} lists the trained ones.")  # fmt: skip
+        raise NasError(f"trial {args.trial} has not been retrained; run: nas retrain --trial {args.trial}{flags}")
+    model = kept_file(study, name, "model.pt")
+    if model is None:
+        raise NasError(f"trial {args.trial}'s retrain kept no model.pt here (not in {done['dir']}, "
+                       f"{default_out(study, name)} or the study's artifacts): the study was handed on without it; "
+                       f"train it again here: nas retrain --trial {args.trial} --replace{flags}")  # fmt: skip
+    return model
+
+
+# ---------------------------------------------------------------------------------- studies, trials
+
+
+def _add_studies(sub: Any) -> None:
+    p = sub.add_parser("studies", help="the studies in studies/ (or in --storage): what each searched, how far it got",
+                       description="List studies with their storage, budget, trained trials, best proxy score and "
+                       "retrains: the names and --storage values the other commands take.")  # fmt: skip
+    p.add_argument("--storage", help="list the studies in this storage instead of the files in studies/")
+    p.set_defaults(run=run_studies)
+
+
+def run_studies(args: argparse.Namespace) -> int:
+    import optuna
+
+    from nas.progress import trained
+    from nas.retrain import retrains
+    from nas.study import STUDIES_DIR, budget_label, found_studies, open_existing, open_storage, study_flags
+
+    if args.storage:
+        storage = open_existing(args.storage)
+        found = [(s.study_name, args.storage) for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    else:
+        found = found_studies()
+    where = args.storage or f"{STUDIES_DIR}/"
+    if not found:
+        print(f"no study in {where}; nas search makes one.")
+        return 0
+    rows = [("study", "trained", "best", "budget", "retrained", "open with")]
+    for name, url in found:
+        study = optuna.load_study(study_name=name, storage=open_storage(url))
+        done = trained(study.get_trials(deepcopy=False))
+        scores = [t.value for t in done if t.value is not None and t.state.name == "COMPLETE"]
+        budget = study.user_attrs.get("budget")
+        rows.append((name, str(len(done)), f"{max(scores):.4f}" if scores else "", budget_label(budget) if budget else "",
+                     str(len(retrains(study))), study_flags(name, url).strip()))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.rjust(w) if 0 < i < 5 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) + "  " + r[-1])
+    print(f"{len(found)} stud{'y' if len(found) == 1 else 'ies'} in {where}; nas trials --study NAME lists one's trials")
+    return 0
+
+
+def _add_trials(sub: Any) -> None:
+    p = sub.add_parser("trials", help="every trial of a study: state, why it ended, score, size",
+                       description="One line per trial, rejected proposals included: its state, the reason it ended as "
+                       "it did, its proxy score (the last epoch's, where pruned), parameters and architecture.")  # fmt: skip
+    add_study_flags(p)
+    p.set_defaults(run=run_trials)
+
+
+def run_trials(args: argparse.Namespace) -> int:
+    from nas.progress import arch_brief, fmt_params
+
+    study, _ = open_study(args)
+    width = terminal_width()
+    for t in study.get_trials(deepcopy=False):
+        a, steps = t.user_attrs, t.intermediate_values
+        score = f"{t.value:.4f}" if t.value is not None and t.state.name == "COMPLETE" else (
+            f"{steps[max(steps)]:.4f}@{max(steps)}" if steps else "")  # fmt: skip
+        params = fmt_params(a["params"]) if "params" in a else ""
+        line = f"#{t.number:<4} {t.state.name.lower():<8} {a.get('reason', ''):<12} {score:>11} {params:>7}  "
+        arch = arch_brief(t) if "params" in a and a.get("reason") not in ("over_budget", "over_macs", "underfilled") else ""
+        room = max(10, width - len(line))
+        print(line + (arch if len(arch) <= room else arch[: room - 1] + "…"))
+    print("score: proxy_val_acc (@N: the last epoch a pruned or failed trial reached); nas report ranks them")
     return 0

@@ -1,5 +1,6 @@
 """`nas predict`: class predictions of a retrained model for a folder of unlabeled images, as an
-`ID,Label` CSV (ID: the file's stem, Label: the class name)."""
+`ID,Label,Confidence` CSV (ID: the file's stem, Label: the class name, Confidence: the model's
+probability for that class)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,19 @@ def load_model(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]
     return model.eval(), saved
 
 
-def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = False, device: str | None = None) -> int:
-    """Write `out` with one row per image under `images` (recursively); returns the row count."""
+def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = False,
+                   device: str | None = None) -> tuple[int, list[Path]]:  # fmt: skip
+    """Write `out` with one row per image under `images` (recursively); returns the row count and the
+    files skipped as not images (by their suffix)."""
     from nas.train import predict
 
     dev = resolve_device(device)
     model, saved = load_model(model_path, dev)
     if not images.is_dir():
         raise NasError(f"{images} is not a folder of images.")
-    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = sorted(p for p in images.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+    skipped = [p for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
     if not files:
         raise NasError(f"{images} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     stems = [p.stem for p in files]
@@ -48,10 +53,10 @@ def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = Fal
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["ID", "Label"])
+        writer.writerow(["ID", "Label", "Confidence"])
         for i in range(0, len(files), 4096):  # decode in chunks: a big folder need not fit in memory at once
             chunk = files[i : i + 4096]
             x = decode_images([str(p) for p in chunk], image_size=size)
-            labels = predict(model, x, saved["mean"], saved["std"], tta=tta).argmax(1).tolist()
-            writer.writerows((p.stem, classes[c]) for p, c in zip(chunk, labels))
-    return len(files)
+            confidence, labels = predict(model, x, saved["mean"], saved["std"], tta=tta).max(1)
+            writer.writerows((p.stem, classes[c], f"{q:.4f}") for p, c, q in zip(chunk, labels.tolist(), confidence.tolist()))
+    return len(files), skipped

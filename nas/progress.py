@@ -6,7 +6,6 @@ Everything is read back from the study, so one display serves one worker or many
 from __future__ import annotations
 
 import contextlib
-import shlex
 import sys
 import threading
 import time
@@ -15,8 +14,8 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import (FILL_MIN, METRIC, REJECTED, counts, dashboard_command, repeat, shown_url, storage_url, trial_arch,
-                       trial_recipe, trial_seconds)  # fmt: skip
+from nas.study import (FILL_MIN, METRIC, REJECTED, counts, cut_short, dashboard_command, repeat, shown_url, storage_url,
+                       study_flags, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 REFRESH_S = 1.0  # the live footer reads the study this often
@@ -63,6 +62,15 @@ def rejected_words(trials: list[FrozenTrial]) -> str:
     kinds = [(w, n) for w, n in by.items() if n]
     detail = kinds[0][0] if len(kinds) == 1 else ", ".join(f"{n} {w}" for w, n in kinds)
     return f"{len(out)} proposal{'s' * (len(out) != 1)} rejected before training" + (f" ({detail})" if detail else "")
+
+
+def cut_short_words(trials: list[FrozenTrial]) -> str:
+    """'; 2 cut short (1 interrupted, 1 stale) and their slots trained again', or ''."""
+    out = [t.user_attrs["reason"] for t in trials if cut_short(t)]
+    if not out:
+        return ""
+    kinds = ", ".join(f"{out.count(r)} {r}" for r in dict.fromkeys(out))
+    return f"; {len(out)} cut short ({kinds}), {'its slot' if len(out) == 1 else 'their slots'} freed for another"
 
 
 def budget_shares(trials: list[FrozenTrial]) -> tuple[float | None, float | None]:
@@ -146,6 +154,7 @@ class Progress:
         self.out = out or sys.stdout  # looked up now, not at import: tests and tools swap sys.stdout
         self.live = self.out.isatty() if live is None else live
         self.seen: set[int] = set()
+        self.study: optuna.Study | None = None  # set by start(): what a Ctrl-C summary reads
         self.t0 = time.time()
         self.trained_before = 0
         self.cfg: Any = None
@@ -157,7 +166,7 @@ class Progress:
         self._stop = threading.Event()
 
     def start(self, study: optuna.Study, cfg: Any) -> None:
-        self.cfg, self.t0 = cfg, time.time()
+        self.cfg, self.t0, self.study = cfg, time.time(), study
         trials = study.get_trials(deepcopy=False)
         self.seen = {t.number for t in trials if t.state in FINISHED}
         self.trained_before = self.last_trained = len(trained(trials))
@@ -167,8 +176,9 @@ class Progress:
 
             self._console = Console(file=self.out, highlight=False, markup=False, emoji=False)
         self._print(f"study {study.study_name} in {shown_url(storage_url(cfg.storage, study.study_name))}")
+        seed = "no seed" if cfg.seed is None else f"seed {cfg.seed}"
         self._print(f"budget {cfg.budget:,} parameters | space {cfg.space} | data {cfg.dataset} | "
-                    f"{cfg.sampler} sampler, {cfg.pruner} pruner | {', '.join(cfg.devices)}")  # fmt: skip
+                    f"{cfg.sampler} sampler, {cfg.pruner} pruner, {seed} | {', '.join(cfg.devices)}")  # fmt: skip
         self._print(proxy_words(study, cfg.proxy_epochs))
         if self.trained_before:
             self._print(f"resuming: {self.trained_before} of {cfg.trials} trials already trained")
@@ -237,6 +247,9 @@ class Progress:
         return f"  #{t.number:<4} epoch {epoch}/{self.cfg.proxy_epochs}{last} | {params}{arch_brief(t)}"
 
     def trial_line(self, t: FrozenTrial) -> str:
+        """'#12   val 0.6400  12.6k  3.2s  basic 1 x 24, ... | sgd lr 0.05, ...': the outcome, size and
+        time in fixed columns, then the architecture and the recipe (on a narrow terminal, the recipe
+        goes below, under the architecture)."""
         a = t.user_attrs
         head = f"#{t.number:<4}"
         if t.state == TrialState.COMPLETE:
@@ -247,9 +260,9 @@ class Progress:
         else:
             head += f" FAILED: {a.get('reason', '?')} ({a.get('error', '')})"
         seconds = trial_seconds(t)
-        params = f" {fmt_params(a['params'])}" if "params" in a else ""
-        tail = f" | {seconds:.1f} s" if seconds is not None else ""
-        return f"{head}{params} {arch_brief(t)} | {recipe_brief(t)}{tail}"
+        head += f" {fmt_params(a['params']):>6}" if "params" in a else ""
+        head += f" {fmt_seconds(seconds):>5}" if seconds is not None else ""
+        return f"{head}  {arch_brief(t)} | {recipe_brief(t)}"
 
     def watch_training(self, trials: list[FrozenTrial]) -> None:
         """The GPU busy share counts from the start of this run's first trial that trains (one that
@@ -326,30 +339,92 @@ class Progress:
         rate = f", {r['trials_per_hour']:.0f} trials/h" if r["trials_per_hour"] else ""
         busy = f", GPU busy {r['gpu_busy_text']}" if r["gpu_busy_text"] else ""
         again = f"; {r['repeats']} repeat{'s' * (r['repeats'] != 1)} of trained ones, not trained" if r["repeats"] else ""
-        self._print(f"\n{r['trained']} trials trained ({r['pruned']} pruned, {r['failed']} failed); "
-                    f"{rejected_words(trials)}{shares}{again}; {fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
+        self._print(f"\n{r['trained']} trials trained ({r['pruned']} pruned, {r['failed']} failed)"
+                    f"{cut_short_words(trials)}; {rejected_words(trials)}{shares}{again}; "
+                    f"{fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
         if r["top"]:
             self._print(f"top {len(r['top'])} by {METRIC} after {cfg.proxy_epochs} proxy epochs:")
+            self._print("  trial    val   params     MACs  architecture | recipe")
             for t in r["top"]:
-                self._print(f"  #{t['number']:<4} {t['val_acc']:.4f}  {fmt_params(t['params'])} params  "
-                            f"{t['macs'] / 1e6:,.0f}M MACs  {t['arch']} | {t['recipe']}")  # fmt: skip
-            where = f" --study {shlex.quote(study.study_name)}" + (
-                f" --storage {shlex.quote(shown_url(cfg.storage))}" if cfg.storage else "")  # fmt: skip
-            self._print(f"retrain the best in full: nas retrain --trial {r['top'][0]['number']}{where}", command=True)
-        self._print(f"browse the study: {dashboard_command(r['storage'], study.study_name)}", command=True)
+                self._print(f"  #{t['number']:<4} {t['val_acc']:.4f} {fmt_params(t['params']):>7} "
+                            f"{fmt_params(t['macs']):>7}  {t['arch']} | {t['recipe']}")  # fmt: skip
+        where = study_flags(study.study_name, r["storage"])
+        self._print(*self.next_step([t["number"] for t in r["top"]], where))
+        self._print("browse the study:", dashboard_command(r["storage"], study.study_name))
         return result
 
-    def _print(self, line: str, command: bool = False) -> None:
-        """A permanent line (above the footer while it shows). On a terminal, rich wraps it at
-        words; a command is left to the terminal to wrap, so that it copies as one line."""
-        if self._console is None:
-            print(line, file=self.out, flush=True)
-        elif command:
-            self._console.print(line, soft_wrap=True)
-        else:
-            from rich.text import Text
+    def next_step(self, top: list[int], where: str) -> str:
+        """What to run next: retrain the best trial not yet retrained; once the top ones are, the report."""
+        from nas.retrain import retrains
 
-            self._console.print(Text(line))
+        done = retrains(self.study) if self.study else {}
+        todo = [n for n in top if f"trial-{n}" not in done]
+        if todo:
+            already = [f"#{n}" for n in top[: top.index(todo[0])]]
+            what = f"the best not yet retrained ({', '.join(already)} {'is' if len(already) == 1 else 'are'})" \
+                if already else "the best"  # fmt: skip
+            return f"retrain {what} in full:", f"nas retrain --trial {todo[0]}{where}"
+        return "leaderboard and figures:", f"nas report{where}"
+
+    def _print(self, line: str, command: str = "") -> None:
+        """A permanent line (above the footer while it shows), then a command to paste, if any. On a
+        terminal a line is broken to its width at its separators (`fit`); a command is left whole
+        for the terminal to wrap, so that it copies as one line, and goes on a line of its own where
+        the two do not fit on one."""
+        if self._console is None:
+            print(f"{line} {command}" if command else line, file=self.out, flush=True)
+            return
+        from rich.text import Text
+
+        if command and len(line) + 1 + len(command) <= self._console.width:
+            line, command = f"{line} {command}", ""
+        self._console.print(Text(fit(line, self._console.width)), soft_wrap=True)
+        if command:
+            self._console.print(Text(shell_lines("  " + command, self._console.width)), soft_wrap=True)
+
+
+def shell_lines(command: str, width: int) -> str:
+    """A command too wide for the terminal, broken before its options with the shell's ' \\'
+    continuation: it still pastes as one command (a word longer than the line stays whole)."""
+    rows = [""]
+    for i, word in enumerate(command.split(" --")):
+        word = word if i == 0 else "--" + word
+        if rows[-1] and len(rows[-1]) + 1 + len(word) + 2 > width:
+            rows[-1] += " \\"
+            rows.append("    " + word)
+        else:
+            rows[-1] += (" " if rows[-1] else "") + word
+    return "\n".join(rows)
+
+
+def fit(line: str, width: int) -> str:
+    """A permanent line for a terminal `width` wide: broken at its ' | ' separators, each continuation
+    indented under the text that follows the line's fixed columns (those before its last double space:
+    a trial's recipe goes under its architecture); a part too long for a line is broken at its words,
+    never inside a number or a name."""
+    if len(line) <= width:
+        return line
+    body = line.lstrip("\n")  # a blank line before it stays
+    first = body.split(" | ")[0]
+    at = first.rfind("  ") + 2
+    indent = " " * (at if 2 < at <= width // 2 + 10 else 6)
+    return line[: len(line) - len(body)] + "\n".join(_rows(body, width, indent))
+
+
+def _rows(line: str, width: int, indent: str) -> list[str]:
+    import textwrap
+
+    rows: list[str] = []
+    for part in line.split(" | "):
+        if rows and len(rows[-1]) + 3 + len(part) <= width:
+            rows[-1] += " | " + part
+        elif len((indent if rows else "") + part) <= width:
+            rows.append((indent if rows else "") + part)
+        else:
+            first = indent if rows else ""
+            rows += textwrap.wrap(part, width, initial_indent=first, subsequent_indent=indent,
+                                  break_long_words=False, break_on_hyphens=False)  # fmt: skip
+    return rows
 
 
 def fmt_seconds(s: float) -> str:

@@ -1,8 +1,9 @@
 """`nas retrain`: train a trial's configuration (or a preset) in full on the training + validation
 images, test it on the official test set (plain and flip-TTA), and keep everything.
 
-Written to `studies/<study>/<name>/` (name: trial-42 or preset-resnet24): model.pt (weights, spec,
-recipe, class names, normalisation), history.csv (per epoch: train loss and accuracy; test loss and accuracy after
+Written beside the study's storage file, to `<its folder>/<study>/<name>/` (name: trial-42 or preset-resnet24;
+`studies/<study>/<name>/` for the default storage), so that the file and that folder travel together:
+model.pt (weights, spec, recipe, class names, normalisation), history.csv (per epoch: train loss and accuracy; test loss and accuracy after
 every tenth of the run, for the curves, nothing being chosen on them),
 metrics.json, curves.html (self-contained: plotly inlined, so it renders offline and from the
 dashboard) and, while it runs, the checkpoint a `--resume` continues from. The results go on the
@@ -31,8 +32,8 @@ from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space, preset_width_multiple
-from nas.study import (REJECTED, RETRAIN_PREFIX, STUDIES_DIR, artifact_dir, repeat, set_study_system_attr, study_space,
-                       study_system_attrs, trial_arch, trial_recipe)  # fmt: skip
+from nas.study import (REJECTED, RETRAIN_PREFIX, artifact_dir, repeat, set_study_system_attr, study_home, study_space,
+                       study_system_attrs, study_url, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
 FIT_SUFFIX = "-fit"  # a preset scaled to the study's limits
@@ -123,7 +124,18 @@ def best_trials(study: optuna.Study, k: int) -> list[int]:
 
 
 def default_out(study: optuna.Study, name: str) -> Path:
-    return STUDIES_DIR / study.study_name / name
+    return study_home(study.study_name, study_url(study)) / name
+
+
+def kept_file(study: optuna.Study, name: str, filename: str) -> Path | None:
+    """Where a retrain's file is on this machine: in the folder it was written to, in the study's own
+    folder beside its storage (a study copied elsewhere), or in the study's artifacts; None if nowhere."""
+    r = retrains(study).get(name, {})
+    places = [Path(r["dir"]) / filename] if r.get("dir") else []
+    places.append(default_out(study, name) / filename)
+    if r.get("artifacts", {}).get(filename):
+        places.append(artifact_dir(study.study_name, study_url(study)) / r["artifacts"][filename])
+    return next((p for p in places if p.is_file()), None)
 
 
 def retrains(study: optuna.Study) -> dict[str, dict[str, Any]]:
@@ -247,7 +259,8 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
             f"{' instead of --replace' if replace_earlier else ''} to continue from epoch {done + 1}." if done else
             f"No checkpoint yet (one is written every {CHECKPOINT_EVERY} epochs): nothing to resume."))  # fmt: skip
         raise
-    seconds = time.perf_counter() - t0
+    earlier_seconds = sum(h.get("seconds", 0.0) for h in result.history[:start or 0])  # from the checkpoint
+    seconds = time.perf_counter() - t0 + earlier_seconds
     if result.status != "complete":
         raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
     tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True,
@@ -257,7 +270,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
         "retrain_test_acc": result.final["val_acc"],
         "retrain_test_acc_tta": tta["acc"],
         "retrain_epochs": recipe.epochs,
-        "retrain_seconds": round(seconds, 1),  # this run's; a resumed run's earlier epochs are in history.csv
+        "retrain_seconds": round(seconds, 1),  # all epochs, a resumed run's earlier ones included
         "test_loss": result.final["val_loss"],
         "params": count_params(target.spec),
         "macs": count_macs(target.spec),
@@ -276,13 +289,14 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
 
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_curves(history, out / "curves.html", f"{study.study_name} {target.name}")
+    write_curves(history, out / "curves.html", f"{study.study_name} {target.name}: {describe(metrics)}")
     metrics["dir"] = str(out)
     metrics["artifacts"] = _upload(study, target.name, out, (earlier or {}).get("artifacts", {}))
     set_study_system_attr(study, f"nas:{RETRAIN_PREFIX}{target.name}", metrics)
     study.set_user_attr(f"{RETRAIN_PREFIX}{target.name}", f"{describe(metrics)}; {out}")  # what the dashboard lists
     ckpt.unlink(missing_ok=True)  # finished: a checkpoint left behind would mean an interrupted run
-    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s -> {out}")
+    resumed = f", {earlier_seconds:.0f} s of them before the resume" if start else ""
+    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s{resumed} -> {out}")
     return metrics
 
 
@@ -298,7 +312,7 @@ def _upload(study: optuna.Study, name: str, out: Path, earlier: dict[str, str]) 
     so the dashboard lists each file once."""
     from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 
-    store_dir = artifact_dir(study.study_name)
+    store_dir = artifact_dir(study.study_name, study_url(study))
     store_dir.mkdir(parents=True, exist_ok=True)
     store = FileSystemArtifactStore(str(store_dir))
     attached = {a.artifact_id for a in get_all_artifact_meta(study)}
@@ -317,18 +331,21 @@ def _upload(study: optuna.Study, name: str, out: Path, earlier: dict[str, str]) 
 
 
 def write_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, train and test, as one self-contained HTML file: plotly is
-    inlined (~4.6 MB), so it renders offline, and when opened from the dashboard, where no file
-    can sit beside it."""
+    """Loss, accuracy (train and test) and the learning rate per epoch, as one self-contained HTML
+    file: plotly is inlined (~4.6 MB), so it renders offline, and when opened from the dashboard,
+    which serves an artifact alone, with no file beside it (`nas report` draws all retrains on one
+    page that shares its folder's plotly.min.js)."""
     from plotly.subplots import make_subplots
 
     epochs = [h["epoch"] for h in history]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy", "learning rate"))
     for col, metric in ((1, "loss"), (2, "acc")):
         for split in ("train", "test"):
             fig.add_scatter(x=epochs, y=[h[f"{split}_{metric}"] for h in history], name=f"{split} {metric}",
                             mode="lines+markers", connectgaps=True,  # test: scored every few epochs
                             row=1, col=col)  # markers: a 1-epoch run is a point
+    if all("lr" in h for h in history):
+        fig.add_scatter(x=epochs, y=[h["lr"] for h in history], name="learning rate", mode="lines+markers", row=1, col=3)
     fig.update_xaxes(title_text="epoch")
-    fig.update_layout(title=title)
-    fig.write_html(path, include_plotlyjs=True)
+    fig.update_layout(title=title, margin={"t": 90})
+    fig.write_html(path, include_plotlyjs=True, config={"displaylogo": False})

@@ -112,6 +112,15 @@ class SpaceError(NasError):
     """A space or preset file that cannot be used; the message names the file and the key."""
 
 
+def unknown_key(where: str, key: str, known, what: str = "key") -> str:
+    """'arch.chanels: unknown key; did you mean 'channels'? (known: ...)'."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    guess = f"did you mean {close[0]!r}? " if close else ""
+    return f"{where}: unknown {what} {key!r}; {guess}(known: {', '.join(known)})."
+
+
 @dataclass(frozen=True)
 class Space:
     path: Path
@@ -238,7 +247,7 @@ def parse_space(text: str, path: Path) -> Space:
     arch: dict[str, Any] = {}
     for key, raw in arch_raw.items():
         if key not in ARCH_KEYS:
-            mistakes.append(f"arch.{key}: unknown key; known: {', '.join(ARCH_KEYS)}.")
+            mistakes.append(unknown_key(f"arch.{key}", key, ARCH_KEYS))
             continue
         parsed(arch, key, lambda: _checked(f"arch.{key}", key, _parse(f"arch.{key}", raw, ARCH_KEYS[key],
                                                                       allow_list=key in PER_STAGE), _arch_probe))  # fmt: skip
@@ -253,7 +262,7 @@ def parse_space(text: str, path: Path) -> Space:
     recipe: dict[str, Any] = {}
     for key, raw in recipe_raw.items():
         if key not in RECIPE_KEYS:
-            mistakes.append(f"recipe.{key}: unknown key; known: {', '.join(RECIPE_KEYS)}.")
+            mistakes.append(unknown_key(f"recipe.{key}", key, RECIPE_KEYS))
         elif key == "lr" and raw == "default":
             continue  # once the optimizers are known, below
         elif key == "lr" and isinstance(raw, dict) and not {"choice", "int", "float"} & set(raw):
@@ -272,8 +281,9 @@ def parse_space(text: str, path: Path) -> Space:
     mistakes += [f"arch.{key}: no block of this space reads it ({', '.join(blocks)})." for key in arch
                  if key not in NOT_SPEC and blocks and not any(block_reads(b, key) for b in blocks)]  # fmt: skip
     if mistakes:
-        head = f"{path}: " if len(mistakes) == 1 else f"{path}: {len(mistakes)} mistakes: "
-        raise SpaceError(head + " ".join(m if len(mistakes) == 1 else f"({i}) {m}" for i, m in enumerate(mistakes, 1)))
+        if len(mistakes) == 1:
+            raise SpaceError(f"{path}: {mistakes[0]}")
+        raise SpaceError(f"{path}: {len(mistakes)} mistakes:" + "".join(f"\n  ({i}) {m}" for i, m in enumerate(mistakes, 1)))
     space = Space(path=path, text=text, arch=arch, recipe=recipe)
     space.smallest()  # fails now, naming the file, if no configuration is valid
     return space
@@ -340,6 +350,9 @@ def _parse(where: str, raw: Any, kind: Any, allow_list: bool = False) -> Any:
     """A fixed value or a Param, type-checked against `kind` (int, float, str, bool or 'pool')."""
     if isinstance(raw, dict):
         dist = [k for k in ("choice", "int", "float") if k in raw]
+        if not dist and set(raw) - {"step", "log"}:  # a misspelt kind: `choise:`
+            raise SpaceError(unknown_key(where, sorted(set(raw) - {"step", "log"})[0], ("choice", "int", "float", "step", "log"),
+                                         "distribution key"))  # fmt: skip
         if len(dist) != 1:
             raise SpaceError(f"{where}: a distribution has exactly one of 'choice', 'int' or 'float'.")
         extra = sorted(set(raw) - {dist[0], "step", "log"})

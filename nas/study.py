@@ -30,6 +30,7 @@ STUDIES_DIR = Path("studies")
 REJECTED = ("over_budget", "over_macs", "over_ram", "underfilled", "invalid")  # proposals refused before any training
 FILL_MIN = 0.9  # --fill-budget trains only candidates using 90-100% of the budget; the rest are underfilled
 NOT_COUNTED = (*REJECTED, "trial_limit", "interrupted", "stale", "error", "duplicate_retry")  # hold no slot
+CUT_SHORT = ("interrupted", "stale", "error")  # trainings that failed and freed their slot for another
 STUDY_IDENTITY = ("budget", "max_macs", "max_ram", "space", "dataset", "split", "proxy_epochs", "proxy_subset",
                   "fill_budget", "score")  # fmt: skip
 IDENTITY_DEFAULTS = {"score": "val_acc"}  # what a study made before the key was searched with
@@ -64,16 +65,50 @@ def storage_url(storage: str | None, study: str) -> str:
     return storage or f"sqlite:///{STUDIES_DIR / study}.db"
 
 
-def artifact_dir(study_name: str) -> Path:
+def storage_file(url: str) -> Path | None:
+    """The file a storage URL keeps its studies in (SQLite, a journal); None for a database server."""
+    if url.startswith("journal:") or url.endswith((".journal", ".log")):
+        return Path(url.removeprefix("journal:")).expanduser()
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def study_url(study: optuna.Study) -> str:
+    """The storage URL a study was opened from (Optuna keeps the storage, not the URL)."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    storage = study._storage._backend if isinstance(study._storage, _CachedStorage) else study._storage
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return storage.url
+    path = getattr(getattr(storage, "_backend", None), "_file_path", None)  # JournalStorage(JournalFileBackend)
+    return f"journal:{path}" if path else type(storage).__name__
+
+
+def study_home(study_name: str, url: str) -> Path:
+    """The folder of a study's files (retrains, artifacts, report): beside its storage file, so that
+    the file and this folder, copied or handed on together, open anywhere; studies/<study> for a server."""
+    path = storage_file(url)
+    return (path.parent if path else STUDIES_DIR) / study_name
+
+
+def artifact_dir(study_name: str, url: str) -> Path:
     """Where a study's files (retrained models, curves) are kept as Optuna artifacts."""
-    return STUDIES_DIR / study_name / "artifacts"
+    return study_home(study_name, url) / "artifacts"
+
+
+def study_flags(study_name: str, url: str) -> str:
+    """' --study NAME [--storage URL]': what a printed command needs to reach this very study
+    (--storage left out where --study alone finds it: studies/NAME.db)."""
+    flags = f" --study {shlex.quote(study_name)}"
+    return flags if url == storage_url(None, study_name) else f"{flags} --storage {shlex.quote(shown_url(url))}"
 
 
 def dashboard_command(url: str, study_name: str) -> str:
     """The optuna-dashboard command that shows a study with its artifacts (without --artifact-dir
     the dashboard hides the Artifacts panels and refuses artifact downloads)."""
     target = shlex.quote(shown_url(url).removeprefix("journal:"))
-    return f"optuna-dashboard {target} --artifact-dir {shlex.quote(str(artifact_dir(study_name)))}"
+    return f"optuna-dashboard {target} --artifact-dir {shlex.quote(str(artifact_dir(study_name, url)))}"
 
 
 def shown_url(url: str) -> str:
@@ -143,23 +178,60 @@ def _check_folder(url: str, path: Path) -> None:
         raise NasError(f"storage {url}: folder {path.parent} does not exist.")
 
 
-def study_dbs() -> list[Path]:
-    """The SQLite files in studies/, oldest first: without --study and --storage, the newest is used."""
-    return sorted(STUDIES_DIR.glob("*.db"), key=lambda p: p.stat().st_mtime)
+def study_files() -> list[Path]:
+    """The storage files in studies/ (SQLite and journal), oldest first."""
+    return sorted((p for p in STUDIES_DIR.glob("*") if p.suffix in (".db", ".journal") and p.is_file()),
+                  key=lambda p: p.stat().st_mtime)  # fmt: skip
+
+
+def found_studies() -> list[tuple[str, str]]:
+    """(name, storage URL) of every study in the files in studies/, oldest file first."""
+    found = []
+    for path in study_files():
+        url = f"sqlite:///{path}" if path.suffix == ".db" else f"journal:{path}"
+        found += [(s.study_name, url) for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)]
+    return found
+
+
+def locate(storage: str | None, study: str | None) -> str:
+    """The storage URL of a study to read: --storage as given; else studies/<study>.db, or the file in
+    studies/ that holds <study>; with neither named, the only study in studies/. Never a guess: where
+    several could be meant, the mistake lists them."""
+    if storage:
+        return storage
+    if study and (STUDIES_DIR / f"{study}.db").exists():
+        return storage_url(None, study)
+    found = found_studies()
+    names = ", ".join(dict.fromkeys(name for name, _ in found))
+    if study:
+        urls = [url for name, url in found if name == study]
+        if len(urls) == 1:
+            return urls[0]
+        if urls:
+            raise NasError(f"study {study!r} is in {len(urls)} files ({', '.join(map(shown_url, urls))}); pass --storage.")
+        held = f"it holds {names}" if names else "it holds none"
+        raise NasError(f"no study {study!r} in {STUDIES_DIR}/ ({held}); pass --storage URL where it is kept elsewhere.")
+    if not found:
+        raise NasError(f"no study found: {STUDIES_DIR}/ holds no .db or .journal file; run nas search first "
+                       f"or pass --study/--storage.")  # fmt: skip
+    if len(found) > 1:
+        raise NasError(f"{STUDIES_DIR}/ holds {len(found)} studies ({names}); name one with --study NAME "
+                       f"(nas studies lists them).")  # fmt: skip
+    return found[0][1]
+
+
+def open_existing(url: str) -> optuna.storages.BaseStorage:
+    """A storage to read: a file that does not exist is said to be missing, never created."""
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise NasError(f"storage {shown_url(url)}: no such file {path}.")
+    return open_storage(url)
 
 
 def load_study(storage: str | None, study: str | None) -> optuna.Study:
-    """An existing study. Without --study, the newest studies/*.db; with --study and no --storage,
-    studies/<study>.db."""
-    if study is None and storage is None:
-        dbs = study_dbs()
-        if not dbs:
-            raise NasError(f"no study found: {STUDIES_DIR}/ holds no .db file; run nas search first or pass --study/--storage.")
-        storage = f"sqlite:///{dbs[-1]}"
-    url = storage_url(storage, study or "")
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        raise NasError(f"no study {study!r}: {url.removeprefix('sqlite:///')} does not exist.")
-    store = open_storage(url)
+    """An existing study, found as `locate` says; reading it creates nothing, not even a missing file."""
+    url = locate(storage, study)
+    store = open_existing(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if study is None:
         if len(names) != 1:
@@ -243,7 +315,8 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
         for key in STUDY_IDENTITY:
             was, now = (d.get(key, IDENTITY_DEFAULTS.get(key)) for d in (stored, identity))
             if was != now:
-                shown = lambda v: "the file's content" if key == "space" else repr(v)  # noqa: E731
+                shown = lambda v: ("the file's content" if key == "space" else f"{v:,}" if isinstance(v, int)  # noqa: E731
+                                   and key in ("budget", "max_macs") else repr(v))  # 20,000, not 20000: a count to read
                 raise NasError(f"study {name!r} was made with {key} {shown(was)}, not {shown(now)}; "
                                f"pass another --study to start a new one.")  # fmt: skip
     return study
@@ -270,6 +343,12 @@ def counts(t: FrozenTrial) -> bool:
     """Whether a trial holds one of the --trials slots: it claimed one, and did not end in a way
     that frees it again (interrupted, its worker died, an error instead of a result)."""
     return bool(t.user_attrs.get("counted")) and t.user_attrs.get("reason") not in NOT_COUNTED
+
+
+def cut_short(t: FrozenTrial) -> bool:
+    """A training that failed without a result of its own and freed its slot (Ctrl-C, a dead worker,
+    an error): no score, but said in every count and listing, since its slot was trained again."""
+    return t.state == TrialState.FAIL and t.user_attrs.get("reason") in CUT_SHORT
 
 
 def repeat(t: FrozenTrial) -> bool:

@@ -173,3 +173,26 @@ def test_the_summary_says_why_proposals_were_rejected_and_hides_passwords():
     assert "after the first 50" not in text  # 4 proposals: there is no such share yet
     assert "secret" not in text and "--storage 'postgresql://me:***@db/nas'" in text
     assert "optuna-dashboard 'postgresql://me:***@db/nas' --artifact-dir studies/" in text
+
+
+def test_at_80_columns_lines_break_at_their_separators_and_the_top_5_line_up():
+    from rich.console import Console
+
+    from nas.progress import fit, shell_lines
+
+    study = optuna.create_study(study_name="resnet_cifar-cifar10-5M", direction="maximize")
+    for i in range(6):
+        add(study, value=0.5 + i / 100, params=1000 * (i + 1) ** 3)
+    progress = Progress(io.StringIO(), live=False)
+    progress.start(study, SearchConfig(budget=500_000, trials=6, space="tiny", seed=3))
+    progress._console = Console(file=(out := io.StringIO()), width=80, highlight=False, markup=False)
+    progress.summary(study)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    top = [line for line in lines if line.startswith("  #")]
+    assert len(top) == 5 and len({line.index("  basic") for line in top}) == 1  # the architecture in one column
+    assert any(line.startswith("  optuna-dashboard ") and line.endswith(" \\") for line in lines)  # pastes whole
+    wrapped = fit("#12   val 0.6400  12.6k    3s  " + "basic 1 x 24, stem 24 k5" + " | " + "sgd lr 0.05, cosine, bs 64", 60)
+    first, second = wrapped.splitlines()
+    assert first.endswith("3s  basic 1 x 24, stem 24 k5") and second == " " * first.index("basic") + "sgd lr 0.05, cosine, bs 64"
+    assert shell_lines("nas retrain --trial 5 --study s", 80) == "nas retrain --trial 5 --study s"

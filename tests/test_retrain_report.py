@@ -68,7 +68,7 @@ def test_retrain_writes_files_results_and_artifacts(here, capsys, http_get):
     finally:
         signal.signal(signal.SIGTERM, before)
     out = capsys.readouterr().out
-    assert f"study {STUDY} in studies/{STUDY}.db (the only one)" in out
+    assert f"study {STUDY} in sqlite:///studies/{STUDY}.db (the only one in studies/)" in out
     assert f"optuna-dashboard sqlite:///studies/{STUDY}.db --artifact-dir studies/{STUDY}/artifacts" in out
     out_dir = here / "studies" / STUDY / f"trial-{number}"
     for name in ("model.pt", "history.csv", "metrics.json", "curves.html"):
@@ -181,6 +181,10 @@ def test_retrain_resumes_after_a_kill_and_reaches_the_same_result(here, monkeypa
         assert resumed[key] == straight[key]
     strip = lambda p: [r.split(",")[:6] for r in p.read_text().splitlines()]  # noqa: E731  (no timings)
     assert strip(here / "killed" / "history.csv") == strip(here / "straight" / "history.csv")
+    import pandas as pd
+
+    epochs = pd.read_csv(here / "killed" / "history.csv")["seconds"]
+    assert len(epochs) == 4 and resumed["retrain_seconds"] >= round(epochs.sum(), 1) - 0.1  # every epoch, not this sitting's
 
 
 def test_predict_needs_a_retrained_trial(here, capsys):  # before the report test retrains them all
@@ -242,8 +246,13 @@ def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.html", "accuracy_vs_macs.html",
                  "budget_check.html", "history.html", "intermediate.html"):  # fmt: skip
         assert (rep / name).stat().st_size > 0
-    for html in rep.glob("*.html"):  # plotly from beside the figures, never from the network
+    for html in set(rep.glob("*.html")) - {rep / "index.html"}:  # plotly from beside the figures, never the network
         assert script_sources(html.read_text()) == ["plotly.min.js"], html
+    index = (rep / "index.html").read_text()  # the front page links every figure and says what was left out
+    assert all(f'href="{f.name}"' in index for f in rep.glob("*.html") if f.name != "index.html")
+    assert "No importances: 4 complete trials, 8 needed." in index and "Proxy fidelity over 4" in index
+    for name in ("fidelity.html", "retrains.html"):  # proxy vs retrain; every retrain's test accuracy and lr
+        assert (rep / name).stat().st_size > 0
     assert (rep / "plotly.min.js").stat().st_size > 1_000_000
     assert "no importances: 4 complete trials, 8 needed" in out
     rows = list(csv.DictReader(open(rep / "leaderboard.csv")))
@@ -252,6 +261,69 @@ def test_report_writes_tables_figures_and_the_proxy_fidelity(here, capsys):
     assert "Spearman" in (rep / "leaderboard.md").read_text()
     assert "budget 5,000,000" in (rep / "accuracy_vs_params.html").read_text()
     assert {r["state"] for r in rows} == {"complete", "preset"}
+
+
+def test_a_report_leaves_the_storage_byte_identical_unless_asked(here, capsys):
+    db = here / "studies" / f"{STUDY}.db"
+    before = db.read_bytes()
+    assert main(["report", "--out", "rep2"]) == 0
+    assert db.read_bytes() == before  # a report reads
+    assert main(["report", "--out", "rep2", "--note"]) == 0
+    refreshed = db.read_bytes()
+    assert main(["report", "--out", "rep2", "--note"]) == 0
+    assert db.read_bytes() == refreshed  # nothing changed, nothing written
+    assert "refreshed where they changed" in capsys.readouterr().out
+
+
+def test_a_retrained_trial_keeps_what_the_search_said_of_it(here):
+    from optuna_dashboard import get_note, save_note
+
+    from nas.report import write_note
+
+    study = load_study(None, STUDY)
+    number = next(int(k.split("-")[-1]) for k in rt.retrains(study) if k.startswith("trial-"))
+    trial = optuna.Trial(study, study.trials[number]._trial_id)
+    said = "**Pruned** by the median pruner after epoch 4 of 5: proxy_val_acc 0.4000."
+    save_note(trial, said)  # what the search writes on a pruned trial, before any retrain
+    write_note(study)
+    text = get_note(trial)
+    assert text.startswith(said) and text.count("### Retrained in full") == 1
+    write_note(study)
+    assert get_note(trial) == text
+
+
+def test_a_study_copied_elsewhere_opens_with_its_files_and_says_what_was_not_kept(here, tmp_path, monkeypatch, capsys,
+                                                                                  http_get):  # fmt: skip
+    import shutil
+
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import wsgi
+
+    from nas.report import write_note
+
+    shutil.copytree(here / "studies", tmp_path / "handed" / "on")
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///handed/on/{STUDY}.db"
+    study = load_study(url, STUDY)
+    number = next(int(k.split("-")[-1]) for k in rt.retrains(study) if k.startswith("trial-"))
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(load_dataset("synthetic:200").test_x[0].permute(1, 2, 0).numpy()).save(images / "a.png")
+    assert main(["predict", "--trial", str(number), "--storage", url, "--images", "images"]) == 0  # the model beside the copy
+    assert main(["report", "--storage", url, "--note"]) == 0
+    assert f"--artifact-dir handed/on/{STUDY}/artifacts" in capsys.readouterr().out
+    app = wsgi(url, FileSystemArtifactStore(f"handed/on/{STUDY}/artifacts"))
+    links = re.findall(r"\]\((/artifacts/[^)]+)\)", note(load_study(url, STUDY)))
+    assert links and all(http_get(app, link)[0] == 200 for link in links)
+    # A copy without the models: the note and predict say so, and what to run.
+    r = rt.retrains(study)[f"trial-{number}"]
+    (tmp_path / "handed" / "on" / STUDY / f"trial-{number}" / "model.pt").unlink()
+    (tmp_path / "handed" / "on" / STUDY / "artifacts" / r["artifacts"]["model.pt"]).unlink()
+    write_note(study)
+    assert "not kept with the study: model.pt" in note(study)
+    assert main(["predict", "--trial", str(number), "--storage", url, "--images", "images"]) == 2
+    err = capsys.readouterr().err
+    assert "kept no model.pt here" in err and f"nas retrain --trial {number} --replace --study {STUDY} --storage {url}" in err
 
 
 def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain_against_the_params_baseline():
@@ -284,15 +356,19 @@ def test_predict_writes_a_correct_csv(here, capsys):
         img = data.test_x[i].permute(1, 2, 0).numpy()
         path = images / ("sub" if i % 2 else "") / f"img{i}.png"
         Image.fromarray(img if i != 5 else np.repeat(np.repeat(img, 2, 0), 2, 1)).save(path)  # one at 64px
+    (images / "notes.txt").write_text("not an image")
+    capsys.readouterr()
     assert main(["predict", "--trial", str(number), "--images", str(images), "--out", "pred.csv"]) == 0
+    assert f"skipped 1 file that is not an image (.txt), e.g. {images / 'notes.txt'}" in capsys.readouterr().out
     rows = list(csv.reader(open(here / "pred.csv")))
-    assert rows[0] == ["ID", "Label"] and sorted(r[0] for r in rows[1:]) == [f"img{i}" for i in range(6)]
+    assert rows[0] == ["ID", "Label", "Confidence"] and sorted(r[0] for r in rows[1:]) == [f"img{i}" for i in range(6)]
     model, saved = load_model(here / "studies" / STUDY / f"trial-{number}" / "model.pt", torch.device("cpu"))
     from nas.train import predict
 
-    expected = predict(model, data.test_x[:5], saved["mean"], saved["std"]).argmax(1).tolist()
-    got = {r[0]: r[1] for r in rows[1:]}
-    assert [got[f"img{i}"] for i in range(5)] == [saved["classes"][c] for c in expected]
+    probs = predict(model, data.test_x[:5], saved["mean"], saved["std"])
+    got = {r[0]: r[1:] for r in rows[1:]}
+    assert [got[f"img{i}"][0] for i in range(5)] == [saved["classes"][c] for c in probs.argmax(1).tolist()]
+    assert [float(got[f"img{i}"][1]) for i in range(5)] == pytest.approx(probs.max(1).values.tolist(), abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -391,7 +467,18 @@ def test_the_pareto_front_holds_complete_trials_only_on_a_log_axis():
     assert pruned_params not in list(traces["Pareto front"].x)
     assert list(traces["pruned (score when stopped)"].x) == [pruned_params]
     assert fig.layout.xaxis.type == "log"  # the preset at 11M does not squash the rest
-    assert "preset-resnet18 (over budget)" in traces["retrain (test)"].text
+    preset = traces["preset test acc, 200 epochs"]  # a diamond, apart from the retrained trials' stars
+    assert "preset-resnet18 (over budget)" in preset.text and preset.marker.symbol == "diamond"
+    ticks = fig.layout.xaxis.ticktext  # 1-2-5 steps that stay apart at half a page's width, not 1-9 per decade
+    assert len(ticks) <= 7 and all(t[0] in "125" for t in ticks), ticks
+
+
+def test_log_ticks_stay_apart():
+    from nas.report import log_ticks
+
+    assert log_ticks(1000, 20000)["ticktext"] == ["1k", "2k", "5k", "10k", "20k"]
+    assert log_ticks(60_000, 90_000)["ticktext"] == ["60k", "70k", "80k", "90k"]  # narrower than one 1-2-5 step
+    assert log_ticks(1e3, 1e8)["ticktext"] == ["1k", "10k", "100k", "1M", "10M", "100M"]
 
 
 def test_under_a_mac_limit_the_figures_show_macs_and_a_preset_over_it_is_flagged():

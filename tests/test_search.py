@@ -177,7 +177,7 @@ def test_pruned_trials_count_and_keep_their_curve(here, capsys, monkeypatch):
 def test_a_changed_budget_is_refused_on_an_existing_study(here, capsys):
     search(capsys, "--trials", "1", "--study", "s")
     code, _, err = search(capsys, "--trials", "2", "--study", "s", "--budget", "4M")
-    assert code == 2 and "was made with budget 5000000, not 4000000" in err
+    assert code == 2 and "was made with budget 5,000,000, not 4,000,000" in err
 
 
 def test_the_score_is_the_objective_and_the_pruners_signal_and_part_of_the_study(here, capsys):
@@ -410,8 +410,9 @@ def test_ctrl_c_fails_the_running_trial_and_the_next_run_resumes(here):
     proc = spawn(here, *args)
     wait_for_running(proc, here / "studies" / "c.db", "c")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert "0 trials trained (0 pruned, 0 failed); 1 cut short (1 interrupted)" in out  # a summary, not a blank
     study = load_study(None, "c")
     assert [(t.state, t.user_attrs["reason"]) for t in study.trials] == [(TrialState.FAIL, "interrupted")]
     assert main(["search", *args]) == 0

@@ -245,10 +245,18 @@ def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):
     with pytest.raises(SpaceError) as e:
         load_space(path)
     text = str(e.value)
-    assert text.startswith(f"{path}: 5 mistakes: (1) arch.kernel") and "\n" not in text
-    for where in ("arch.kernel: 4", "arch.colour: unknown key", "arch.dropout: Optuna refuses", "recipe.optimiser",
-                  "recipe.lr: Optuna refuses"):  # fmt: skip
-        assert where in text
+    lines = text.splitlines()  # each mistake on its own line
+    assert lines[0] == f"{path}: 5 mistakes:" and lines[1].startswith("  (1) arch.kernel") and len(lines) == 6
+    for line, where in zip(lines[1:], ("arch.kernel: 4", "arch.colour: unknown key", "arch.dropout: Optuna refuses",
+                                       "recipe.optimiser", "recipe.lr: Optuna refuses")):  # fmt: skip
+        assert where in line
+    assert "did you mean 'optimizer'?" in lines[4]
+
+
+def test_a_misspelt_key_or_distribution_gets_a_suggestion(tmp_path):
+    path = write(tmp_path, MINIMAL + "  kernel: {choise: [3, 5]}\n")
+    with pytest.raises(SpaceError, match=r"arch\.kernel: unknown distribution key 'choise'; did you mean 'choice'\?"):
+        load_space(path)
 
 
 def test_distributions_are_optunas_own(tmp_path):
