@@ -166,7 +166,11 @@ def record(r: dict[str, Any], path: Path, command: str) -> None:
 
 
 def append_record(path: Path, device: str, command: str, rows: list[tuple[str, str]]) -> None:
-    """Append a dated Markdown section (`## date · device · command`, then a table) to `path`."""
+    """Append a dated Markdown section (`## date · device · command`, then a table) to `path`; passwords
+    in the command (a storage URL) are recorded as ***: the file may be tracked by git."""
+    from nas.study import hide_passwords
+
+    command = hide_passwords(command)
     text = f"\n## {datetime.date.today().isoformat()} · {device} · `{command}`\n\n| | |\n|---|---|\n"
     cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731  (a bare | would end the cell)
     text += "".join(f"| {cell(k)} | {cell(v)} |\n" for k, v in rows)
