@@ -48,10 +48,10 @@ def clean_leftovers(folder: Path) -> list[Path]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
         return False
-    except (PermissionError, OverflowError):
-        return pid != 0
+    except PermissionError:  # another user's: alive
+        return True
     return True
 
 

@@ -155,7 +155,8 @@ class RepairingJournal(JournalFileBackend):
         super().__init__(file_path)
         if not _journal_whole(Path(file_path)):
             with get_lock_file(self._lock):
-                repair_journal(Path(file_path))
+                if not _journal_whole(Path(file_path)):  # again under the lock: it may have been an append in flight
+                    repair_journal(Path(file_path))
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         path = Path(self._file_path)
@@ -199,8 +200,8 @@ def _cut_tail(path: Path) -> None:
         f.seek(end - 1)
         if f.read(1) == b"\n":
             return
-        data = f.seek(0) or f.read()
-        f.truncate(data.rfind(b"\n") + 1)
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
     logging.getLogger("nas").warning(f"journal {path}: dropped a half-written last line (a write cut short by a "
                                      f"full disk or a kill); every complete line is kept.")  # fmt: skip
 
