@@ -173,7 +173,11 @@ def append_record(path: Path, device: str, command: str, rows: list[tuple[str, s
 
 
 def start_record(path: Path, device: str, command: str) -> None:
-    """Append the heading and table head of a dated section; its rows follow with append_row."""
+    """Append the heading and table head of a dated section; its rows follow with append_row. Passwords
+    in the command (a storage URL) are recorded as ***: the file may be tracked by git."""
+    from nas.study import hide_passwords
+
+    command = hide_passwords(command)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(f"\n## {datetime.date.today().isoformat()} · {device} · `{command}`\n\n| | |\n|---|---|\n")

@@ -61,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"nas {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:  # a full disk or a read-only file, however deep it was raised, is one line too
+        from nas.study import storage_failure
+
+        why = storage_failure(e)
+        if why is None or os.environ.get("NAS_DEBUG"):
+            raise
+        print(f"nas {args.command}: error: cannot write: {why}; what was stored before is kept: make room (or "
+              f"make it writable) and run the same command again.", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -103,20 +112,37 @@ def parse_count(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"not a count: {text!r} (try 5e6, 5000000 or 5M)")
     value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2).lower()]
+    if value > 1e15:  # 1e400 is infinite as a float; no network or dataset is near this
+        raise argparse.ArgumentTypeError(f"{text!r} is too large (at most 1e15)")
     if value < 1:
         raise argparse.ArgumentTypeError(f"a count must be at least 1, got {text!r}")
     return int(round(value))
 
 
 def parse_duration(text: str) -> float:
-    """'2h', '30m', '90s', '1h30m', '3600' -> seconds."""
+    """'2h', '30m', '90s', '1h30m', '3600' -> seconds (more than 0: a zero limit would read as none)."""
     t = text.strip().lower()
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", t):
-        return float(t)
-    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([hms])", t)
-    if not parts or "".join(a + b for a, b in parts) != t:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 2h, 30m, 90s or 1h30m)")
-    return sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+        seconds = float(t)
+    else:
+        parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)([hms])", t)
+        if not parts or "".join(a + b for a, b in parts) != t:
+            raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 2h, 30m, 90s or 1h30m)")
+        seconds = sum(float(a) * {"h": 3600, "m": 60, "s": 1}[b] for a, b in parts)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be more than 0, got {text!r} (leave it out for no limit)")
+    return seconds
+
+
+def seed_value(text: str) -> int:
+    """A seed: 0 to 2**32 - 1, what every generator the seed reaches accepts."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {text!r}") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed is between 0 and {2**32 - 1}, got {text!r}")
+    return seed
 
 
 def int_list(text: str) -> list[int]:
@@ -146,6 +172,14 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder, not a file")
+    from nas.files import check_writable
+
+    try:  # a read-only place is said now, not after all the work
+        check_writable(folder, "a file")
+        if Path(text).exists() and not os.access(text, os.W_OK):
+            raise NasError(f"{text} is read-only")
+    except NasError as e:
+        raise argparse.ArgumentTypeError(str(e).rstrip(".")) from None
     return text
 
 
@@ -384,7 +418,7 @@ def _add_search(sub: Any) -> None:
     add_precision_flag(p)
     p.add_argument("--compile", action="store_true", default=D.compile, help="torch.compile each trial's model "
                    "(compile time counts in the trial's time; rarely pays for short proxies)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=D.seed,
+    p.add_argument("--seed", type=seed_value, default=D.seed,
                    help="sampler seed (default: drawn at random and printed; a resumed run and each worker draw their "
                    "own reproducible stream from it)")  # fmt: skip
     p.add_argument("--timeout", type=parse_duration, default=D.timeout, help="start no trial after this long: 2h, 30m, 90s")
@@ -478,14 +512,17 @@ def add_study_flags(p: argparse.ArgumentParser) -> None:
                    "in studies/ that holds the study)")  # fmt: skip
 
 
-def open_study(args: argparse.Namespace):
-    """The study --study/--storage name and its storage URL, after a line saying which it is."""
-    from nas.study import load_study, shown_url, study_url
+def open_study(args: argparse.Namespace, writes: bool = False):
+    """The study --study/--storage name and its storage URL, after a line saying which it is. A
+    command that `writes` to the study is refused now where the storage is read-only, not after its work."""
+    from nas.study import check_storage_writable, load_study, shown_url, study_url
 
     study = load_study(args.storage, args.study)
     url = study_url(study)
     only = " (the only one in studies/)" if args.study is None and args.storage is None else ""
     print(f"study {study.study_name} in {shown_url(url)}{only}")
+    if writes:
+        check_storage_writable(url)
     return study, url
 
 
@@ -506,7 +543,7 @@ def _add_retrain(sub: Any) -> None:
     add_study_flags(p)
     add_data_flags(p, default=None)
     p.add_argument("--epochs", type=int, help="epochs (default: the recipe's, 200 in the default space)")
-    p.add_argument("--seed", type=int, help="seed (default: the recipe's); another seed is stored beside the "
+    p.add_argument("--seed", type=seed_value, help="seed (default: the recipe's); another seed is stored beside the "
                    "first, as trial-N-seedS")
     p.add_argument("--out", help="output folder (default studies/<study>/trial-N)")
     again = p.add_mutually_exclusive_group()
@@ -537,9 +574,11 @@ def run_retrain(args: argparse.Namespace) -> int:
     terminate_as_interrupt()  # kill, a scheduler's stop: said and resumable like Ctrl-C (which a background job ignores)
     if args.epochs is not None and args.epochs < 1:
         raise NasError("--epochs must be at least 1.")
+    if args.top is not None and args.top < 1:
+        raise NasError(f"--top K needs K of at least 1, got {args.top}.")
     if args.out and args.top:
         raise NasError("--out names one folder; use it with --trial or --preset, not --top.")
-    study, url = open_study(args)
+    study, url = open_study(args, writes=True)
     if args.trial is not None:
         rt.find_trial(study, args.trial)  # an unknown trial fails before any data is loaded
     if args.fit_budget and not args.preset:
@@ -559,6 +598,8 @@ def run_retrain(args: argparse.Namespace) -> int:
     for name in names:
         if name not in todo:
             print(rt.kept(study, name))
+    for name in todo:
+        rt.check_outputs(study, outs[name])
     if todo:
         dataset = args.dataset or study.user_attrs.get("dataset")
         if not dataset:
@@ -606,7 +647,7 @@ def run_report(args: argparse.Namespace) -> int:
     from nas.report import console_table, fidelity_line, legend, report, write_note
     from nas.study import dashboard_command
 
-    study, url = open_study(args)
+    study, url = open_study(args, writes=args.note)  # a report reads; --note writes the dashboard's notes
     r = report(study, Path(args.out) if args.out else None)
     df = r["leaderboard"]
     width = terminal_width()

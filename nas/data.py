@@ -157,18 +157,21 @@ def _imagefolder(root: Path, image_size: int | None) -> Dataset:
     test_classes = sorted(p.name for p in splits["test"].iterdir() if p.is_dir())
     if not classes:
         raise NasError(f"{splits['train']} has no class folders.")
+    if len(classes) < 2:  # every label the same: any model scores 1.0 and the search learns nothing
+        raise NasError(f"{splits['train']} has one class folder ({classes[0]}); a classifier needs two or more.")
     if test_classes != classes:
         raise NasError(f"{root}: train and test have different class folders.")
-    files, stamps = {}, []
+    files, stamps = {}, hashlib.sha1()
     for s, d in splits.items():
         files[s] = []
         for i, c in enumerate(classes):
-            stamps.append(os.stat(d / c).st_mtime_ns)  # changes when files are added, removed or renamed
-            with os.scandir(d / c) as entries:  # scandir: no stat per file, 10x faster than iterdir
-                names = sorted(e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
-            files[s] += [(f"{d}/{c}/{n}", i) for n in names]  # strings: 60k Path objects cost 0.3 s
-    names_hash = hashlib.sha1("\n".join(f for s in files for f, _ in files[s]).encode()).hexdigest()
-    fingerprint = f"{root.resolve()}|{names_hash}|{max(stamps)}|{image_size}"
+            with os.scandir(d / c) as entries:
+                found = sorted((e.name, e) for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES)
+            for name, entry in found:  # name, size and mtime: an image overwritten in place changes the key
+                st = entry.stat()
+                stamps.update(f"{s}/{c}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            files[s] += [(f"{d}/{c}/{n}", i) for n, _ in found]  # strings: 60k Path objects cost 0.3 s
+    fingerprint = f"{root.resolve()}|{stamps.hexdigest()}|{image_size}"
     cache = _cache_path_for(root, f"imagefolder-{image_size or 'native'}.pt", fingerprint)
     cached = _read_cache(cache, fingerprint)
     if cached:
@@ -204,7 +207,9 @@ def _cache_path_for(root: Path, filename: str, fingerprint: str) -> Path:
 def _read_cache(path: Path, fingerprint: str) -> Dataset | None:
     try:
         d = torch.load(path, weights_only=True, mmap=True)  # pages are read when the tensors are used
-    except (OSError, RuntimeError, EOFError, ValueError):
+    except Exception:  # missing, cut short, or holding what weights_only refuses: decode again and rewrite it
+        return None
+    if not isinstance(d, dict):
         return None
     if d.get("version") != CACHE_VERSION or d.get("fingerprint") != fingerprint:
         return None

@@ -14,3 +14,8 @@ class NasError(ValueError):
 class ConfigError(NasError):
     """An architecture or recipe that cannot exist (an even kernel, an unknown block, a pool that
     does not divide the final map, a budget no width fits)."""
+
+
+class StorageError(NasError):
+    """A study or output that cannot be written (a full disk, a read-only folder): every further write
+    would fail the same way, so the command stops at once instead of failing trial after trial."""

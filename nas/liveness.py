@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import StoredTrial
+from nas.study import StoredTrial, counts
 
 HEARTBEAT_S = 20
+SILENT_S = 3 * HEARTBEAT_S  # no beat for this long: its worker may be dead (on another machine, or a zombie)
 STALE_S = 120
 MAX_RETRIES = 2
 HEARTBEAT_KEY = "nas:heartbeat"
@@ -56,9 +57,18 @@ def _process_gone(worker: Any) -> bool:
         os.kill(int(worker["pid"]), 0)
     except ProcessLookupError:
         return True
-    except (PermissionError, ValueError, TypeError):
+    except (PermissionError, ValueError, TypeError, OverflowError):
         return False
-    return False
+    return _zombie(int(worker["pid"]))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that exited and that its parent has not reaped: it still answers kill(pid, 0)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith("Z")  # the state follows the command name in parentheses
 
 
 class Liveness:
@@ -92,6 +102,15 @@ class Liveness:
                 # second copy of a retry (reason duplicate_retry).
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, "retries": retries + 1})
         return failed
+
+
+def silent(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """RUNNING trials holding a --trials slot whose heartbeat has stopped for SILENT_S: their worker
+    may be dead where no process table shows it; they turn stale at STALE_S. A worker that finds
+    the slots all taken waits for these rather than leave a slot held by nobody."""
+    now = time.time()
+    return [t for t in trials if t.state == TrialState.RUNNING and counts(t)
+            and now - t.system_attrs.get(HEARTBEAT_KEY, now) > SILENT_S]  # fmt: skip
 
 
 class Heartbeat:

@@ -13,6 +13,7 @@ from nas.arch import ArchSpec
 from nas.data import IMAGE_SUFFIXES, decode_images
 from nas.device import memory_format, resolve_device
 from nas.errors import NasError
+from nas.files import replaced
 from nas.model import build_model
 
 
@@ -51,7 +52,7 @@ def predict_folder(model_path: Path, images: Path, out: Path, *, tta: bool = Fal
     size = saved["spec"]["image_size"]
     classes = saved["classes"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
+    with replaced(out) as tmp, open(tmp, "w", newline="") as f:  # a failure leaves an earlier CSV as it was
         writer = csv.writer(f)
         writer.writerow(["ID", "Label", "Confidence"])
         for i in range(0, len(files), 4096):  # decode in chunks: a big folder need not fit in memory at once

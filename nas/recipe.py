@@ -56,6 +56,13 @@ PAD_MODES = ("reflect", "zeros")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # what each means per device: nas.device.choose_precision
 
 
+# What can run: past these a value hangs a trial or fills the memory before any error shows (1e8
+# cutout holes draw 1e8 masks per image), and none is near a useful setting.
+AT_MOST = {"epochs": 100_000, "batch_size": 65_536, "crop_padding": 256, "cutout": 1_024, "cutout_holes": 64,
+           "rotation": 180.0, "warmup_epochs": 100_000, "step_every": 100_000, "restart_every": 100_000,
+           "mixup": 1_000.0, "cutmix": 1_000.0}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Recipe:
     optimizer: str = "sgd"
@@ -117,6 +124,9 @@ class Recipe:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"recipe {name} cannot be negative, got {getattr(self, name)}.")
+        for name, most in AT_MOST.items():
+            if getattr(self, name) > most:
+                raise ConfigError(f"recipe {name} can be at most {most:,}, got {getattr(self, name):,}.")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"recipe momentum must be in [0, 1), got {self.momentum}.")
         if self.optimizer == "sgd-nesterov" and self.momentum == 0:

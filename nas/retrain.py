@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.arch import ArchSpec
 from nas.count import count_macs, count_params, fit_width
 from nas.errors import NasError
+from nas.files import check_writable, clean_leftovers, replaced
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space, preset_width_multiple
 from nas.study import (REJECTED, RETRAIN_PREFIX, artifact_dir, repeat, set_study_system_attr, study_home, study_space,
@@ -160,29 +161,51 @@ def n_epochs(n: int) -> str:
 # ------------------------------------------------------------------------------- where a run starts
 
 
-def checkpoint_progress(path: Path) -> tuple[int, int]:
-    """(epochs done, epochs of the run) in a retrain checkpoint; (0, 0) where there is none."""
+def checkpoint_progress(path: Path, replace: bool = False) -> tuple[int, int]:
+    """(epochs done, epochs of the run) in a retrain checkpoint; (0, 0) where there is none, or where
+    it cannot be read (cut short, empty) and the run starts over anyway (`replace`)."""
     from nas.train import checkpoint_progress as progress
 
-    return progress(path) if path.exists() else (0, 0)
+    if not path.exists():
+        return 0, 0
+    try:
+        return progress(path)
+    except NasError as e:
+        if replace:
+            return 0, 0
+        raise NasError(f"{e}; it is damaged (cut short or empty): pass --replace to start over.") from None
 
 
 def start_epoch(study: optuna.Study, name: str, out: Path, *, resume: bool, replace: bool) -> int | None:
     """Where a retrain of `name` into `out` starts: the epoch an interrupted run's checkpoint reached
-    (--resume), 0 (from scratch; with --resume, where there is nothing to resume, which the run
-    says), or None: it was retrained into `out` before and is kept. Refuses where starting would
-    throw work away without being asked to: an interrupted run's checkpoint."""
-    done, total = checkpoint_progress(out / CHECKPOINT)
-    interrupted = 0 < done < total
+    (--resume; all of them where it was stopped between its last epoch and its records, and then it
+    only tests and records), 0 (from scratch; with --resume, where there is nothing to resume, which
+    the run says), or None: it was retrained into `out` before and is kept. Refuses where starting
+    would throw work away without being asked to: an interrupted run's checkpoint."""
+    done, total = checkpoint_progress(out / CHECKPOINT, replace)
+    interrupted = 0 < done <= total  # a finished run deletes its checkpoint once it has recorded its results
     earlier = retrains(study).get(name)
     if resume and interrupted:
         return done
     if interrupted and not replace:
+        if done == total:
+            raise NasError(f"{name}: a retrain trained all {total} epochs in {out} but was stopped before its test "
+                           f"and records; pass --resume to test and record it (no epoch is trained again), or "
+                           f"--replace to start over.")  # fmt: skip
         raise NasError(f"{name}: an interrupted retrain left a checkpoint after epoch {done} of {total} in {out}; "
                          f"pass --resume to continue it, or --replace to start over.")  # fmt: skip
     if earlier and Path(earlier["dir"]).resolve() == out.resolve() and not replace:
         return None
     return 0
+
+
+def check_outputs(study: optuna.Study, out: Path) -> None:
+    """Before the data is loaded and anything trains: the run's folder and the study's artifact folder
+    take files (a read-only place is one line now, not a traceback after the last epoch), and what a
+    killed run left half-written there is removed."""
+    for folder, what in ((out, "the retrain's files"), (artifact_dir(study.study_name), "the study's artifacts")):
+        check_writable(folder, what)
+        clean_leftovers(folder)
 
 
 def kept(study: optuna.Study, name: str) -> str:
@@ -205,11 +228,9 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
             deterministic: bool = False, log: Callable[[str], None] = say) -> dict[str, Any]:  # fmt: skip
     """Train `target` on `data` (nas.data.Dataset), test it, write and attach its outputs. A target
     retrained into `out` before is kept (its stored results are returned) unless `replace_earlier`."""
-    import torch
-
     from nas.data import test_split
     from nas.device import resolve_device
-    from nas.train import evaluate, fit
+    from nas.train import fit
 
     out = out or default_out(study, target.name)
     ckpt = out / CHECKPOINT
@@ -218,6 +239,7 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     if start is None:
         log(kept(study, target.name))
         return earlier
+    check_outputs(study, out)
     total = checkpoint_progress(ckpt)[1] if start else None
     recipe = replace(target.recipe, epochs=epochs or total or target.recipe.epochs,  # resumed: that run's length
                      precision=precision or target.recipe.precision,
@@ -225,12 +247,13 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
     if total and total != recipe.epochs:
         raise NasError(f"{target.name}: the checkpoint in {out} is from a {total}-epoch run, not {recipe.epochs}; "
                          f"resume without --epochs, or pass --replace to start over.")  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     split = test_split(data).to(dev, batch_size=recipe.batch_size)
     log(f"retraining {target.name}: {target.spec.describe()} | {count_params(target.spec):,} params | "
         f"{n_epochs(recipe.epochs)} on {len(split.train_y):,} images | {dev}")  # fmt: skip
-    if start:
+    if start == recipe.epochs:
+        log(f"  the checkpoint holds all {recipe.epochs} epochs ({ckpt}): testing and recording it")
+    elif start:
         log(f"  resuming from the checkpoint after epoch {start} of {recipe.epochs} ({ckpt})")
     elif resume:
         log(f"  no interrupted retrain to resume in {out}: starting from epoch 1")
@@ -252,17 +275,42 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
         result = fit(target.spec, recipe, split, device=dev, on_epoch=on_epoch, checkpoint=ckpt,
                      checkpoint_every=CHECKPOINT_EVERY, resume=bool(start), compile=compile,
                      deterministic=deterministic, score_every=score_every)  # fmt: skip
+        earlier_seconds = sum(h.get("seconds", 0.0) for h in result.history[:start or 0])  # from the checkpoint
+        seconds = time.perf_counter() - t0 + earlier_seconds
+        if result.status != "complete":
+            raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
+        metrics = _finish(study, target, data, split, result, recipe, out, seconds, dev, deterministic, earlier)
     except KeyboardInterrupt:
-        done, _ = checkpoint_progress(ckpt)
-        log(f"\n{target.name}: interrupted. " + (
-            f"The checkpoint holds epochs 1-{done} of {recipe.epochs}: run the same command with --resume"
-            f"{' instead of --replace' if replace_earlier else ''} to continue from epoch {done + 1}." if done else
-            f"No checkpoint yet (one is written every {CHECKPOINT_EVERY} epochs): nothing to resume."))  # fmt: skip
+        log(f"\n{target.name}: interrupted. " + interrupted_at(ckpt, recipe.epochs, replace_earlier))
         raise
-    earlier_seconds = sum(h.get("seconds", 0.0) for h in result.history[:start or 0])  # from the checkpoint
-    seconds = time.perf_counter() - t0 + earlier_seconds
-    if result.status != "complete":
-        raise NasError(f"the retrain of {target.name} ended with status {result.status}: {result.message}")
+    ckpt.unlink(missing_ok=True)  # recorded: a checkpoint left behind would mean an interrupted run
+    resumed = f", {earlier_seconds:.0f} s of them before the resume" if start else ""
+    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s{resumed} -> {out}")
+    return metrics
+
+
+def interrupted_at(ckpt: Path, epochs: int, replacing: bool) -> str:
+    """What an interrupted retrain says: what its checkpoint holds and how to go on from it."""
+    done, _ = checkpoint_progress(ckpt)
+    instead = " instead of --replace" if replacing else ""
+    if done == epochs:
+        return (f"All {epochs} epochs are trained and checkpointed; the test and the records were not finished: "
+                f"run the same command with --resume{instead} to test and record it (no epoch is trained again).")
+    if done:
+        return (f"The checkpoint holds epochs 1-{done} of {epochs}: run the same command with --resume{instead} to "
+                f"continue from epoch {done + 1}.")
+    return f"No checkpoint yet (one is written every {CHECKPOINT_EVERY} epochs): nothing to resume."
+
+
+def _finish(study: optuna.Study, target: Target, data: Any, split: Any, result: Any, recipe: Recipe, out: Path,
+            seconds: float, dev: Any, deterministic: bool, earlier: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """Test the trained model, write its files (each to a temporary name, then renamed: a kill leaves
+    the earlier file whole) and record them on the study; returns the results."""
+    import pandas as pd
+    import torch
+
+    from nas.train import evaluate
+
     tta = evaluate(result.model, data.test_x, data.test_y, split.mean, split.std, tta=True,
                    precision=result.precision)
     history = _on_test(result.history)
@@ -283,20 +331,18 @@ def retrain(study: optuna.Study, target: Target, data: Any, *, epochs: int | Non
         "spec": target.spec.to_dict(),
         "recipe": recipe.to_dict(),
     }
-    torch.save({"model": result.model.state_dict(), "spec": target.spec.to_dict(), "recipe": recipe.to_dict(),
-                "classes": data.classes, "mean": split.mean, "std": split.std}, out / "model.pt")  # fmt: skip
-    import pandas as pd
-
-    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with replaced(out / "model.pt") as tmp:
+        torch.save({"model": result.model.state_dict(), "spec": target.spec.to_dict(), "recipe": recipe.to_dict(),
+                    "classes": data.classes, "mean": split.mean, "std": split.std}, tmp)  # fmt: skip
+    with replaced(out / "history.csv") as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+    with replaced(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     write_curves(history, out / "curves.html", f"{study.study_name} {target.name}: {describe(metrics)}")
     metrics["dir"] = str(out)
     metrics["artifacts"] = _upload(study, target.name, out, (earlier or {}).get("artifacts", {}))
     set_study_system_attr(study, f"nas:{RETRAIN_PREFIX}{target.name}", metrics)
     study.set_user_attr(f"{RETRAIN_PREFIX}{target.name}", f"{describe(metrics)}; {out}")  # what the dashboard lists
-    ckpt.unlink(missing_ok=True)  # finished: a checkpoint left behind would mean an interrupted run
-    resumed = f", {earlier_seconds:.0f} s of them before the resume" if start else ""
-    log(f"{target.name}: {describe(metrics)} in {seconds:.0f} s{resumed} -> {out}")
     return metrics
 
 
@@ -320,8 +366,10 @@ def _upload(study: optuna.Study, name: str, out: Path, earlier: dict[str, str]) 
     with tempfile.TemporaryDirectory() as tmp:
         for filename in OUTPUTS:
             if earlier.get(filename) in attached:
-                with open(out / filename, "rb") as f:
-                    store.write(earlier[filename], f)
+                # FileSystemArtifactStore keeps an artifact as the file <base>/<id>; its write() rewrites it
+                # in place, so the new content is copied beside it and renamed over it.
+                with replaced(store_dir / earlier[filename]) as tmp:
+                    shutil.copyfile(out / filename, tmp)
                 ids[filename] = earlier[filename]
                 continue
             named = Path(tmp) / f"{name}-{filename}"  # the artifact takes the file's name
@@ -348,4 +396,5 @@ def write_curves(history: list[dict[str, float]], path: Path, title: str) -> Non
         fig.add_scatter(x=epochs, y=[h["lr"] for h in history], name="learning rate", mode="lines+markers", row=1, col=3)
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title, margin={"t": 90})
-    fig.write_html(path, include_plotlyjs=True, config={"displaylogo": False})
+    with replaced(path) as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, config={"displaylogo": False})

@@ -30,14 +30,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+import nas.liveness
 from nas.count import count_macs, count_params, count_peak_memory, fit_width
-from nas.errors import NasError
-from nas.liveness import Heartbeat, Liveness, signals_deferred, terminate_as_interrupt
-from nas.space import DEFAULT_SPACE, Space, load_space
+from nas.errors import NasError, StorageError
+from nas.liveness import HEARTBEAT_KEY, Heartbeat, Liveness, signals_deferred, silent, terminate_as_interrupt
 from nas.score import horizon, metric_name, of_history
+from nas.space import DEFAULT_SPACE, Space, load_space
 from nas.study import (ARCH_KEY, FILL_MIN, RECIPE_KEY, REJECTED, StoredTrial, counts, default_study_name,
-                       make_pruner, make_sampler, open_search_study, storage_url, trial_arch, trial_recipe,
-                       undecided)  # fmt: skip
+                       make_pruner, make_sampler, open_search_study, storage_failure, storage_url, trial_arch,
+                       trial_recipe, undecided)  # fmt: skip
 
 # Longest wait for a lower-numbered trial to decide whether it trains. Live ones decide in
 # milliseconds and dead ones are failed as stale within STALE_S; this only ends a wait on a queued
@@ -155,7 +156,10 @@ class Worker:
                 trials = self.study.get_trials(deepcopy=False)
                 queued = any(t.state == TrialState.WAITING for t in trials)  # a retry: ask() pops it first
                 if slots_taken(trials) >= self.cfg.trials and not queued:
-                    return
+                    if not silent(trials):
+                        return
+                    self._wait_for_silent(deadline)  # until it is failed as stale and queued again
+                    continue
                 trial = None
                 try:
                     with signals_deferred():
@@ -197,6 +201,20 @@ class Worker:
         finally:
             heartbeat.stop()
 
+    def _wait_for_silent(self, deadline: float) -> None:
+        """Every slot is taken, one by a trial whose worker went silent (dead on another machine, or
+        a zombie): wait for it to turn stale, when fail_stale queues it again for this worker to
+        train. Past the timeout, say which trial is held and when a rerun retrains it."""
+        while silent(held := self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
+            if time.monotonic() >= deadline:
+                t = silent(held)[0]
+                quiet = time.time() - t.system_attrs[HEARTBEAT_KEY]
+                raise NasError(f"trial {t.number} holds a --trials slot, but its worker ({t.user_attrs.get('worker', '?')}) "
+                               f"has been silent for {quiet:.0f} s; it is failed as stale after {nas.liveness.STALE_S} s of silence: "
+                               f"run the same command again then to retrain it.")  # fmt: skip
+            time.sleep(min(1.0, max(0.1, deadline - time.monotonic())))
+            self.liveness.fail_stale(self.study)
+
     def _release_memory(self) -> None:
         """Jobs sharing a GPU each keep a cache of freed blocks; give it back so a neighbour's next
         trial does not run out of memory for nothing."""
@@ -217,7 +235,11 @@ class Worker:
         except KeyboardInterrupt:
             _interrupted(self.study, trial)
             raise
+        except StorageError:
+            raise  # a full disk or a read-only storage: every trial would fail alike, and recording it too
         except Exception as e:  # a bug or a broken device: record it; a run of them stops the worker
+            if storage_failure(e):
+                raise  # the same, as Optuna's storage reports it
             logging.getLogger("nas").exception("trial %d failed", trial.number)
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 trial.set_user_attr("reason", "error")
@@ -431,6 +453,13 @@ def _worker_process(cfg: SearchConfig, device: str, worker: int) -> None:
         pass
     except NasError as e:
         print(f"nas search worker on {device}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as e:  # a full disk or a read-only storage under Optuna's own error: one line too
+        why = storage_failure(e)
+        if why is None:
+            raise
+        print(f"nas search worker on {device}: error: cannot write: {why}; make room and run the same command "
+              f"again.", file=sys.stderr)  # fmt: skip
         sys.exit(2)
 
 

@@ -228,7 +228,7 @@ def resolve(name_or_path: str | Path, folder: Path = SPACES_DIR) -> Path:
 
 def load_space(name_or_path: str | Path = DEFAULT_SPACE) -> Space:
     path = resolve(name_or_path)
-    return parse_space(path.read_text(), path)
+    return parse_space(_read(path), path)
 
 
 def parse_space(text: str, path: Path) -> Space:
@@ -311,7 +311,7 @@ def preset_width_multiple(name_or_path: str | Path) -> int:
 
 def _preset_sections(name_or_path: str | Path) -> tuple[Path, dict, dict]:
     path = resolve(name_or_path, SPACES_DIR / "presets")
-    arch_raw, recipe_raw = _sections(path, _parse_yaml(path.read_text(), path))
+    arch_raw, recipe_raw = _sections(path, _parse_yaml(_read(path), path))
     return path, arch_raw, recipe_raw
 
 
@@ -322,13 +322,53 @@ def preset_names() -> list[str]:
 # ---------------------------------------------------------------------------------------- parsing
 
 
-def _parse_yaml(text: str, path: Path) -> Any:
+def _read(path: Path) -> str:
     try:
-        return yaml.safe_load(text)
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); "
+                         f"save it as UTF-8.") from None  # fmt: skip
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read: {e.strerror or e}.") from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    """Safe-loaded YAML, refused before it is built where aliases would expand it beyond any space
+    file's size: a few hundred bytes of nested aliases ("billion laughs") expand to gigabytes."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expanded_size(node, path)
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise SpaceError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}.") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: values nested too deeply to be a space file.") from None
+    finally:
+        loader.dispose()
+
+
+MAX_YAML_NODES = 100_000  # values and keys once aliases are expanded; the largest space file has a few hundred
+
+
+def _check_expanded_size(root: yaml.Node, path: Path) -> None:
+    sizes: dict[int, int] = {}  # id(node) -> expanded size: each aliased node is measured once
+
+    def size(node: yaml.Node, inside: frozenset[int]) -> int:
+        if id(node) in inside:
+            raise SpaceError(f"{path}: an alias refers to the value that contains it; a space file cannot be recursive.")
+        if id(node) not in sizes:
+            children = ([n for kv in node.value for n in kv] if isinstance(node, yaml.MappingNode)
+                        else node.value if isinstance(node, yaml.SequenceNode) else [])  # fmt: skip
+            sizes[id(node)] = 1 + sum(size(c, inside | {id(node)}) for c in children)
+        return sizes[id(node)]
+
+    if size(root, frozenset()) > MAX_YAML_NODES:
+        raise SpaceError(f"{path}: its aliases expand to more than {MAX_YAML_NODES:,} values; a space file needs a "
+                         f"few hundred: write the values out, or alias less.")  # fmt: skip
 
 
 def _sections(path: Path, doc: Any) -> tuple[dict, dict]:

@@ -7,7 +7,12 @@ read them through it. Nothing here trains or knows about devices.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
+import logging
 import math
+import os
 import re
 import shlex
 import time
@@ -17,11 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 
 from nas.score import metric_name
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.errors import NasError
+from nas.errors import NasError, StorageError
+from nas.files import check_writable, replaced
 
 if TYPE_CHECKING:
     from nas.space import Space
@@ -120,8 +128,14 @@ def shown_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:  # not a URL SQLAlchemy can parse: hide whatever sits between ':' and '@'
-        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    except ArgumentError:  # not a URL SQLAlchemy can parse
+        return hide_passwords(url)
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with the password of every URL in it (what sits between `user:` and the last `@` of the
+    address) shown as ***: for a command line that is recorded or printed."""
+    return re.sub(r"(://[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
 
 
 def _missing_driver(url: str, e: ImportError) -> str:
@@ -145,9 +159,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("journal:") or url.endswith((".journal", ".log")):
         path = Path(url.removeprefix("journal:")).expanduser()
         _check_folder(url, path)
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(RepairingJournal(str(path)))
+        except OSError as e:  # the file cannot be made or read
+            raise StorageError(f"cannot open storage {url}: {e.strerror or e}.") from None
     if "://" not in url:
         raise NasError(f"storage {url!r} is neither a database URL (sqlite:///..., postgresql://...) nor a journal file.")
     if url.startswith("sqlite:///"):
@@ -168,6 +183,95 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             first = text.splitlines()[0] if text else type(e).__name__
             raise NasError(f"cannot open storage {shown_url(url)}: {first}") from None
     raise AssertionError("unreachable")
+
+
+class RepairingJournal(JournalFileBackend):
+    """Optuna's journal file, kept readable whatever happens. Optuna appends one JSON line per
+    operation; a write cut short (a full disk, a kill) leaves a line without its newline, which Optuna
+    skips on read, but the next append is glued onto it and from then on every reader fails with a
+    JSONDecodeError. Here every append first cuts such a tail off, under the journal's own lock, and a
+    failed append is undone and said in one line; a journal already glued is repaired when opened."""
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path)
+        if not _journal_whole(Path(file_path)):
+            with get_lock_file(self._lock):
+                if not _journal_whole(Path(file_path)):  # again under the lock: it may have been an append in flight
+                    repair_journal(Path(file_path))
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        path = Path(self._file_path)
+        try:
+            with get_lock_file(self._lock):
+                _cut_tail(path)
+                size = path.stat().st_size
+                try:
+                    with open(path, "ab") as f:
+                        f.write(("".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)).encode())
+                        f.flush()
+                        os.fsync(f.fileno())
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.truncate(path, size)  # the journal as it was: no half line for the next writer
+                    raise
+        except OSError as e:
+            raise StorageError(f"cannot write journal {path}: {e.strerror or e}; nothing stored before is lost "
+                               f"(make room and run the same command again).") from None
+
+
+def _journal_whole(path: Path) -> bool:
+    """Every line of the journal is whole JSON (an empty journal is)."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        return False
+    try:
+        for line in data.splitlines():
+            json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def _cut_tail(path: Path) -> None:
+    """Drop a last line without its newline: a write that was cut short (called under the lock)."""
+    with open(path, "rb+") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
+    logging.getLogger("nas").warning(f"journal {path}: dropped a half-written last line (a write cut short by a "
+                                     f"full disk or a kill); every complete line is kept.")  # fmt: skip
+
+
+def repair_journal(path: Path) -> int:
+    """Rewrite a journal so that every line is whole JSON (call it under the journal's lock): a cut last
+    line is dropped, and a line that a later append was glued onto keeps that append. Returns the
+    number of fragments dropped."""
+    lines, dropped = [], 0
+    for line in path.read_bytes().splitlines(keepends=True):
+        if line.endswith(b"\n") and _parses(line):
+            lines.append(line)
+            continue
+        dropped += 1
+        start = line.rfind(b'{"op_code":')  # every operation Optuna writes starts so
+        if line.endswith(b"\n") and start > 0 and _parses(line[start:]):
+            lines.append(line[start:])
+    with replaced(path) as tmp:
+        tmp.write_bytes(b"".join(lines))
+    logging.getLogger("nas").warning(f"journal {path}: repaired, {dropped} half-written line(s) dropped; every "
+                                     f"complete operation is kept.")  # fmt: skip
+    return dropped
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def _check_folder(url: str, path: Path) -> None:
@@ -228,6 +332,41 @@ def open_existing(url: str) -> optuna.storages.BaseStorage:
     return open_storage(url)
 
 
+def check_study_name(name: str) -> None:
+    """A study's name becomes a folder under studies/ (its retrains, report and artifacts): one that
+    would lead out of it, say `../x` from a shared database, is refused."""
+    if not name or name in (".", "..") or any(c in name for c in ("/", "\\", "\0")):
+        raise NasError(f"study name {name!r} cannot be a folder name under {STUDIES_DIR}/ (no '/', '\\' or '..'); "
+                       f"pass another --study.")  # fmt: skip
+
+
+def check_storage_writable(url: str) -> None:
+    """Before any work: a command that records into a study (search, retrain, report) must be able to
+    write its SQLite or journal file and the folder beside it (SQLite writes its own journal there)."""
+    path = Path(url.removeprefix("journal:").removeprefix("sqlite:///")).expanduser()
+    if "://" in url and not url.startswith("sqlite:///"):
+        return  # a database server says so itself, at the first write
+    if path.parent == STUDIES_DIR or path.parent.is_dir():  # another missing folder: open_storage says so
+        check_writable(path.parent, "the study's storage")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StorageError(f"cannot write the study's storage {path}: it is read-only.")
+
+
+def storage_failure(e: BaseException) -> str | None:
+    """What an exception says if it means a full disk or a read-only file, whatever layer wrapped it
+    (Optuna reports SQLite's "database or disk is full" as "invalid data in the commit"); else None."""
+    phrases = {"database or disk is full": "the disk is full", "readonly database": "the database is read-only",
+               "unable to open database file": "the database cannot be opened for writing"}  # fmt: skip
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            return f"{e.strerror}{f' ({e.filename})' if e.filename else ''}"
+        said = next((v for k, v in phrases.items() if k in str(e)), None)
+        if said:
+            return said
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def load_study(storage: str | None, study: str | None) -> optuna.Study:
     """An existing study, found as `locate` says; reading it creates nothing, not even a missing file."""
     url = locate(storage, study)
@@ -239,6 +378,7 @@ def load_study(storage: str | None, study: str | None) -> optuna.Study:
         study = names[0]
     if study not in names:
         raise NasError(f"no study {study!r} in {shown_url(url)} (it holds: {', '.join(names) or 'none'}).")
+    check_study_name(study)
     return optuna.load_study(study_name=study, storage=store)
 
 
@@ -293,6 +433,8 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
                       identity: dict[str, Any], space_path: Path) -> optuna.Study:  # fmt: skip
     """Create the study, or resume it if it exists and was made with the same budget, space, data
     and proxy; anything else would mix incomparable scores, so it is refused."""
+    check_study_name(name)
+    check_storage_writable(url)
     storage = open_storage(url)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=sampler, pruner=pruner)  # fmt: skip
