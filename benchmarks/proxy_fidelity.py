@@ -17,7 +17,7 @@ must tell apart), CPU seconds per net and tau per CPU-minute:
   - `--zero-cost`: synflow, snip and naswot at initialisation, on 64 training images;
   - rank ensembles of the parameter count with each of the others.
 A net retrained with several seeds counts once, at its mean accuracy.
-Re-scores are cached in studies/<study>/proxy-fidelity.json (or --cache), so the script resumes
+Re-scores are cached in <study's folder beside its storage>/proxy-fidelity.json (or --cache), so the script resumes
 where it stopped. Several studies of one proxy (the same data, split and proxy size: a TPE search
 and its random-sampling control) pool their retrained trials for the correlations; each study's
 curves are replayed through the pruners on their own.
@@ -423,14 +423,14 @@ def main() -> None:
                    "with its share of the cores (on a CPU, one per core trains fastest)")
     p.add_argument("--record", help="append the table to this Markdown file")
     p.add_argument("--cache", help="re-scored proxies kept here, so a rerun trains none twice "
-                   "(default studies/<first study>/proxy-fidelity.json)")
+                   "(default: the first study's folder beside its storage)")
     a = p.parse_args()
     if a.lanes < 1:
         sys.exit(f"--lanes must be at least 1, got {a.lanes}.")
     if a.storage and len(a.storage) != len(a.study):
         sys.exit(f"{len(a.study)} --study but {len(a.storage)} --storage: give one storage per study, or none.")
 
-    from nas.study import STUDIES_DIR, load_study
+    from nas.study import load_study, study_home, study_url
 
     studies = [load_study(url, name) for name, url in zip(a.study, a.storage or [None] * len(a.study))]
     proxy = {k: studies[0].user_attrs.get(k) for k in PROXY_IDENTITY}
@@ -457,7 +457,7 @@ def main() -> None:
     if len(trials) >= 3:
         variants = parse_variants(a.rescore)
         rows = curve_rows(trials) + baseline_rows(trials)
-        cache = Path(a.cache or STUDIES_DIR / studies[0].study_name / "proxy-fidelity.json")
+        cache = Path(a.cache or study_home(studies[0].study_name, study_url(studies[0])) / "proxy-fidelity.json")
         if variants:
             rows += rescore(trials, variants, cache, a.device, a.lanes)
         if a.zero_cost:

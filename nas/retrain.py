@@ -203,7 +203,8 @@ def check_outputs(study: optuna.Study, out: Path) -> None:
     """Before the data is loaded and anything trains: the run's folder and the study's artifact folder
     take files (a read-only place is one line now, not a traceback after the last epoch), and what a
     killed run left half-written there is removed."""
-    for folder, what in ((out, "the retrain's files"), (artifact_dir(study.study_name), "the study's artifacts")):
+    artifacts = artifact_dir(study.study_name, study_url(study))
+    for folder, what in ((out, "the retrain's files"), (artifacts, "the study's artifacts")):
         check_writable(folder, what)
         clean_leftovers(folder)
 
