@@ -712,6 +712,8 @@ def _add_export(sub: Any) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--trial", type=int, help="a retrained trial's number")
     which.add_argument("--preset", help="a retrained preset's name")
+    p.add_argument("--fit-budget", action="store_true", help="with --preset: its retrain scaled to the budget")
+    p.add_argument("--seed", type=seed_value, help="the retrain of this seed, where several were retrained")
     add_study_flags(p)
     add_data_flags(p, default=None)
     p.add_argument("--int8", action="store_true", help="also quantize to int8 and report its test accuracy")
@@ -726,17 +728,23 @@ def run_export(args: argparse.Namespace) -> int:
 
     from nas.data import load_dataset
     from nas.export import describe, export
-    from nas.retrain import find_trial, retrains
+    from nas.recipe import Recipe
+    from nas.retrain import find_trial, preset_name, retrains, seeded_name
     from nas.space import load_preset
-    from nas.study import shown_url
+    from nas.study import shown_url, trial_recipe
 
     study, url = open_study(args)
+    if args.fit_budget and not args.preset:
+        raise NasError("--fit-budget names a preset's scaled retrain: use it with --preset.")
     if args.trial is not None:
-        find_trial(study, args.trial)
+        recipe_seed = (trial_recipe(find_trial(study, args.trial)) or {}).get("seed", Recipe.seed)
         name, which = f"trial-{args.trial}", f"--trial {args.trial}"
     else:
-        preset = load_preset(args.preset)[0]
-        name, which = f"preset-{preset}", f"--preset {preset}"
+        preset, _, recipe = load_preset(args.preset)
+        name, which, recipe_seed = preset_name(preset, fitted=args.fit_budget), f"--preset {preset}", recipe.seed
+        which += " --fit-budget" * args.fit_budget
+    name = seeded_name(name, args.seed, recipe_seed)  # the retrain's own name, as nas retrain stored it
+    which += f" --seed {args.seed}" if name.endswith(f"-seed{args.seed}") else ""
     done = retrains(study).get(name)
     if not done:
         flags = "".join(f" --{k} {v}" for k, v in (("study", args.study), ("storage", args.storage and shown_url(args.storage))) if v)

@@ -112,3 +112,15 @@ def test_without_onnxruntime_export_says_what_to_install(retrained, capsys, monk
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert main(["export", "--preset", "mlperf-tiny-resnet8", *retrained]) == 2
     assert "pip install -e '.[export]'" in capsys.readouterr().err
+
+
+def test_export_finds_a_retrain_by_its_seed_and_scaling(retrained, capsys):
+    assert main(["export", "--preset", "mlperf-tiny-resnet8", *retrained, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "preset-mlperf-tiny-resnet8-seed1 has not been retrained" in err and "--seed 1" in err
+    assert main(["export", "--preset", "mlperf-tiny-resnet8", *retrained, "--fit-budget"]) == 2
+    err = capsys.readouterr().err
+    assert "preset-mlperf-tiny-resnet8-fit has not been retrained" in err and "--preset mlperf-tiny-resnet8 --fit-budget" in err
+    assert main(["export", "--preset", "mlperf-tiny-resnet8", *retrained, "--seed", "0"]) == 0  # the recipe's seed: the first
+    assert main(["export", "--trial", "0", *retrained, "--fit-budget"]) == 2
+    assert "use it with --preset" in capsys.readouterr().err
