@@ -137,17 +137,13 @@ def against_control(df, hint: str = "") -> str | None:
     seeds = lambda n: f"{n} seed{'s' * (n != 1)}"  # noqa: E731
     both = (f"{s_net} {s_acc:.4f} ({seeds(s_n)}, {s_p:,} params) against {h_net} {h_acc:.4f} ({seeds(h_n)}, "
             f"{h_p:,} params)")  # fmt: skip
-    lengths = sorted(int(n) for n in pd_unique(retrained["retrain_epochs"]))
+    lengths = sorted(int(n) for n in retrained["retrain_epochs"].dropna().unique())
     caveat = ("" if s_n > 1 and h_n > 1 else "; one seed: not yet set against the seed spread") + (
         f"; the retrains differ in length ({', '.join(map(str, lengths))} epochs)" if len(lengths) > 1 else "")
     if h_acc >= s_acc:
         return (f"A hand design scaled to the budget matches or beats the search: {both}{caveat}. The search has "
                 f"not yet found anything a scaled hand design does not.")  # fmt: skip
     return f"The search's best beats the best hand design scaled to the budget by {100 * (s_acc - h_acc):.2f} points: {both}{caveat}."
-
-
-def pd_unique(column) -> list:
-    return list(column.dropna().unique())
 
 
 def fidelity_line(fid: dict[str, Any]) -> str:

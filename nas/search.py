@@ -324,22 +324,17 @@ class Worker:
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             rows.append(metrics)
-            trial.report(of_history(self.cfg.score, rows, reach), epoch)  # the score so far
+            score = of_history(self.cfg.score, rows, reach)
+            trial.report(score, epoch)  # the score so far: the pruner's signal
             if trial.should_prune():
                 trial.set_user_attr("reason", "pruned")
-                trial.set_user_attr("epoch_seconds", [round(s, 3) for s in seconds + [metrics["seconds"]]])
-                trial.set_user_attr("train_loss", [round(x, 5) for x in losses + [metrics["train_loss"]]])
+                keep_curves(trial, rows)
                 explain(trial, f"**Pruned** by the {self.cfg.pruner} pruner after epoch {epoch} of "
-                               f"{self.cfg.proxy_epochs}: {metric_name(self.cfg.score)} "
-                               f"{of_history(self.cfg.score, rows, reach):.4f}.")  # fmt: skip
+                               f"{self.cfg.proxy_epochs}: {metric_name(self.cfg.score)} {score:.4f}.")  # fmt: skip
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-            seconds.append(metrics["seconds"])
-            losses.append(metrics["train_loss"])
 
         rows: list[dict[str, float]] = []  # the proxy's history so far
         reach = horizon(recipe.epochs, self.cfg.proxy_subset)  # where an extrapolated curve is read
-        seconds: list[float] = []
-        losses: list[float] = []  # per epoch: training speed (nas.score.tse) can be read off any trial
         trial.set_user_attr("device", device_name(torch.device(self.device)))
         proxy = recipe.compressed(self.cfg.proxy_epochs)
         if self.cfg.precision:
@@ -350,8 +345,7 @@ class Worker:
         finally:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # keep the first error
                 trial.set_user_attr("proxy_seconds", round(time.perf_counter() - start, 3))  # compiling included
-        trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in result.history])
-        trial.set_user_attr("train_loss", [round(h["train_loss"], 5) for h in result.history])
+        keep_curves(trial, result.history)
         trial.set_user_attr("precision", result.precision)
         if result.status != "complete":
             if result.status == "oom":
@@ -360,6 +354,12 @@ class Worker:
             trial.set_user_attr("error", result.message)
             raise TrialFailed(result.message)
         return of_history(self.cfg.score, result.history, reach)
+
+
+def keep_curves(trial: optuna.Trial, history: list[dict[str, float]]) -> None:
+    """Per epoch: wall seconds, and the training loss (training speed, nas.score.tse, can be read off any trial)."""
+    trial.set_user_attr("epoch_seconds", [round(h["seconds"], 3) for h in history])
+    trial.set_user_attr("train_loss", [round(h["train_loss"], 5) for h in history])
 
 
 def explain(trial: optuna.Trial, markdown: str) -> None:
