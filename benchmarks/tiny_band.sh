@@ -22,24 +22,10 @@
 # Knobs (environment): DATA, EPOCHS (30), LANES (one per core, one thread each), BAND (6), RECORD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
 DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
-EPOCHS=${EPOCHS:-30} NAS=${NAS:-nas} BAND=${BAND:-6} BAND_TRIALS=${BAND_TRIALS:-12}
-LANES=${LANES:-$(env -u OMP_NUM_THREADS nproc)}  # nproc alone counts OMP_NUM_THREADS, not cores
-if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
-step() { echo "== $(date '+%F %T') $*"; }
-storage() { echo "journal:$STATE/$1.journal"; }
+BAND=${BAND:-6} BAND_TRIALS=${BAND_TRIALS:-12}
+source benchmarks/tiny_common.sh && export DATA
 TPE=tiny-arch-tpe RANDOM_=tiny-arch-random BAND_STUDY=tiny-arch-band
-
-retrain_one() {  # study, the retrain's name (its folder under STATE), retrain flags
-    echo "== $(date '+%F %T') retrain $1 $2"
-    $NAS retrain --study "$1" --storage "journal:$STATE/$1.journal" "${@:3}" --out "$STATE/$1/$2" \
-        --dataset "$DATA" --epochs "$EPOCHS" --resume --device cpu
-}
-export -f retrain_one && export NAS STATE DATA EPOCHS
-retrain_all() {  # one job per line on stdin: study, name, retrain flags
-    xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
-}
 
 step "retrain the nets within 80-100% of the budget"
 retrain_all <<JOBS

@@ -19,11 +19,10 @@
 # thread per process beats two threads in one, see RESULTS.md, "the CPU engine").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { echo "== $(date '+%F %T') $*"; }
-STATE=${STATE:-benchmarks/tiny_cifar} RECORD=${RECORD:-benchmarks/RESULTS.md}
+source benchmarks/tiny_common.sh
 
 if [ "${1:-}" = stop ]; then  # SIGTERM, not SIGINT: a job started with & (nohup) ignores SIGINT
-    pkill -f 'tiny_cifar\.sh$' || true  # the running experiment (not this: its arguments end in stop)
+    pkill -f 'tiny_(cifar|band)\.sh$' || true  # the running experiments (not this: its arguments end in stop)
     pkill -f "xargs .*retrain_one" || true  # no next retrain; the running ones go on to their checkpoint
     pkill -TERM -f "nas search .*journal:$STATE/" || true  # a search stops its trials (they count as interrupted)
     stamp() { stat -c %Y "$1" 2>/dev/null || echo none; }
@@ -43,14 +42,10 @@ done, total = checkpoint_progress(sys.argv[1]); sys.exit(done == total)" "$ckpt"
     exit 0
 fi
 DATA=${DATA:-imagefolder:${NAS_CIFAR10_JPEG:?set NAS_CIFAR10_JPEG to the unpacked cifar10-jpeg folder}}
-TRIALS=${TRIALS:-24} EPOCHS=${EPOCHS:-30} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-2}
+TRIALS=${TRIALS:-24} SPREAD=${SPREAD:-8} CONTROL=${CONTROL:-2}
 RESCORE=${RESCORE:-0.1:3,0.2:2,0.5:5}
 mkdir -p "$STATE"
-NAS=${NAS:-nas}
-LANES=${LANES:-$(env -u OMP_NUM_THREADS nproc)}  # nproc alone counts OMP_NUM_THREADS, not cores
-if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
 TPE=tiny-arch-tpe RANDOM_=tiny-arch-random
-storage() { echo "journal:$STATE/$1.journal"; }
 # No pruner: every proxy curve runs to its end, so proxy_fidelity.py can judge what a pruner deciding
 # at epoch k would have seen. Different seeds: TPE starts with random proposals, and the control
 # should not repeat them.
@@ -107,13 +102,8 @@ PY
 }
 list=$(jobs)
 step "retrain $(echo -n "$list" | grep -c . || true), $LANES at a time"
-retrain_one() {  # study, name, retrain flags
-    echo "== retrain $1 $2"
-    $NAS retrain --study "$1" --storage "$(storage "$1")" "${@:3}" --out "$STATE/$1/$2" --dataset "$DATA" \
-        --epochs "$EPOCHS" --resume --device cpu
-}
-export -f retrain_one storage && export NAS STATE DATA EPOCHS
-echo -n "$list" | xargs -r -P "$LANES" -L1 bash -c 'retrain_one "$@"' _
+export DATA
+echo -n "$list" | retrain_all
 
 step "proxy fidelity, over the retrained trials of both searches (one space, one proxy)"
 python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \

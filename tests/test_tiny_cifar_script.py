@@ -20,7 +20,7 @@ def run_experiment(tmp_path: Path) -> str:
     the retrains' artifacts), which must not be this checkout."""
     script = tmp_path / "benchmarks" / "tiny_cifar.sh"
     script.parent.mkdir(exist_ok=True)
-    for name in ("tiny_cifar.sh", "proxy_fidelity.py"):
+    for name in ("tiny_cifar.sh", "tiny_common.sh", "proxy_fidelity.py"):
         shutil.copy(BENCHMARKS / name, script.parent / name)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # this venv's nas, python3
            "DATA": "synthetic:200", "STATE": str(tmp_path / "state"), "RECORD": str(tmp_path / "R.md"), "TRIALS": "3",
