@@ -72,7 +72,7 @@ fi
 RERUN=tiny-arch-tpe-fill-$RERUN_SCORE
 step "search $RERUN: TPE with --fill-budget, scored by $RERUN_SCORE"
 $NAS search --space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu --proxy-epochs 5 \
-    --proxy-subset 0.2 --pruner none --fill-budget --score "$RERUN_SCORE" --seed 0 --trials 24 \
+    --proxy-subset 0.2 --pruner none --fill-budget --score "$RERUN_SCORE" --seed 0 --trials 24 --jobs-per-gpu "$LANES" \
     --study "$RERUN" --storage "$(storage "$RERUN")" --record "$RECORD"
 best=$(python3 -c "import sys; from nas.retrain import best_trials; from nas.study import load_study
 print(best_trials(load_study(sys.argv[1], sys.argv[2]), 1)[0])" "$(storage "$RERUN")" "$RERUN")

@@ -414,7 +414,10 @@ def _add_search(sub: Any) -> None:
     p.add_argument("--fill-budget", action="store_true", default=D.fill_budget,
                    help="scale each proposal's widths to use 90-100%% of the budget")
     p.add_argument("--gpus", help="GPU indices, e.g. 0,1 (default: every visible GPU; 'cpu' for the CPU)")
-    p.add_argument("--jobs-per-gpu", type=int, default=2, help="concurrent trials per GPU (default 2)")
+    p.add_argument("--jobs-per-gpu", type=int, metavar="J",
+                   help="concurrent trials per GPU (default 2); with --gpus cpu, worker processes sharing the cores, "
+                   "one thread each on a machine with J cores (default 1; each holds its own copy of torch and the "
+                   "data, about 1.3 GB)")
     add_precision_flag(p)
     p.add_argument("--compile", action="store_true", default=D.compile, help="torch.compile each trial's model "
                    "(compile time counts in the trial's time; rarely pays for short proxies)")  # fmt: skip
@@ -426,13 +429,16 @@ def _add_search(sub: Any) -> None:
     p.set_defaults(run=run_search)
 
 
-def search_devices(gpus: str | None, jobs_per_gpu: int) -> tuple[str, ...]:
+def search_devices(gpus: str | None, jobs_per_gpu: int | None) -> tuple[str, ...]:
+    """One entry per worker process. The CPU defaults to one worker (it picks its own thread count);
+    several split the cores among them, which beats one worker's threads on a busy or small CPU
+    (benchmarks/RESULTS.md, the CPU engine) at a copy of torch and the data each."""
     import torch
 
-    if jobs_per_gpu < 1:
+    if jobs_per_gpu is not None and jobs_per_gpu < 1:
         raise NasError("--jobs-per-gpu must be at least 1.")
     if gpus == "cpu" or (gpus is None and not torch.cuda.is_available()):
-        return ("cpu",)
+        return ("cpu",) * (jobs_per_gpu or 1)
     if not torch.cuda.is_available():
         raise NasError(f"--gpus {gpus}: no CUDA device is visible here; use --gpus cpu.")
     count = torch.cuda.device_count()
@@ -440,7 +446,7 @@ def search_devices(gpus: str | None, jobs_per_gpu: int) -> tuple[str, ...]:
     bad = [i for i in ids if not 0 <= i < count]
     if bad:
         raise NasError(f"--gpus {gpus}: GPU {bad[0]} does not exist (this machine has {count}).")
-    return tuple(f"cuda:{i}" for i in ids for _ in range(jobs_per_gpu))
+    return tuple(f"cuda:{i}" for i in ids for _ in range(jobs_per_gpu or 2))
 
 
 def run_search(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 import nas.train
 from nas.arch import ArchSpec
 from nas.cli import main
+from nas.errors import NasError
 from nas.count import count_params
 from nas.liveness import WORKER_KEY
 from nas.search import claim_slot
@@ -616,3 +617,20 @@ def test_a_new_studys_identity_is_marked_made_only_once_complete(monkeypatch):
     study = open_search_study("s", url, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(), identity, "x.yaml")
     assert written[-1] == "budget" and set(STUDY_IDENTITY) - {"space"} <= set(written)
     assert study_space(study) == "space"  # a system attr, written before the user attrs: shown as YAML in the note
+
+
+def test_jobs_per_gpu_sets_the_workers_on_a_gpu_and_on_the_cpu(monkeypatch):
+    """--gpus cpu runs one worker unless asked for more (each a copy of torch and the data); a GPU
+    runs two by default. The workers are the entries of SearchConfig.devices."""
+    import torch
+
+    from nas.cli import search_devices
+
+    assert search_devices("cpu", None) == ("cpu",)
+    assert search_devices("cpu", 2) == ("cpu", "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert search_devices(None, None) == ("cuda:0", "cuda:0", "cuda:1", "cuda:1")
+    assert search_devices("1", 3) == ("cuda:1",) * 3
+    with pytest.raises(NasError, match="--jobs-per-gpu must be at least 1"):
+        search_devices("cpu", 0)
