@@ -371,7 +371,7 @@ def run_bench(args: argparse.Namespace) -> int:
 def _add_search(sub: Any) -> None:
     from pathlib import Path
 
-    from nas.score import HISTORY_SCORES
+    from nas.score import DESCRIPTIONS, HISTORY_SCORES
     from nas.search import SearchConfig as D  # its defaults are the flags' defaults
     from nas.study import PRUNERS, SAMPLERS, budget_label
 
@@ -403,9 +403,8 @@ def _add_search(sub: Any) -> None:
                    help="how unpromising proxy trainings are stopped early, from 60%% of the proxy's epochs on "
                         "(default %(default)s)")
     p.add_argument("--score", choices=HISTORY_SCORES, default=D.score,
-                   help="what a proxy training is turned into, the objective and the pruner's signal: val_acc (the "
-                   "last epoch's validation accuracy), tse (training speed: minus the summed epoch losses), "
-                   "extrapolated (the validation curve's power law read at the retrain's length); default %(default)s")
+                   help="what a proxy training is turned into, the objective and the pruner's signal: "
+                   + "; ".join(f"{k}, {v}" for k, v in DESCRIPTIONS.items()) + " (default %(default)s)")
     p.add_argument("--proxy-epochs", type=int, default=D.proxy_epochs, help="epochs of each proxy training (default %(default)s)")
     p.add_argument("--proxy-subset", type=float, default=D.proxy_subset,
                    help="fraction of the training split proxies train on (default %(default)s: all of it)")
@@ -453,6 +452,7 @@ def run_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nas.progress import Progress
+    from nas.score import label
     from nas.search import SearchConfig
     from nas.search import run_search as search
 
@@ -492,7 +492,7 @@ def run_search(args: argparse.Namespace) -> int:
             ("trials per hour", f"{s['trials_per_hour'] or 0:.0f}"),
             ("GPU busy", s["gpu_busy_text"] or "no GPU in use"),
             ("passed the budget check", passed),
-            ("best trial", f"#{best['number']}: val {best['val_acc']:.4f}, {best['arch']} | {best['recipe']}"
+            ("best trial", f"#{best['number']}: {label(cfg.score)} {best['score']:.4f}, {best['arch']} | {best['recipe']}"
                            if best else "none"),
         ])  # fmt: skip
     return 0
@@ -651,7 +651,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     from nas.progress import shell_lines
     from nas.report import console_table, fidelity_line, legend, report, write_note
-    from nas.study import dashboard_command
+    from nas.study import dashboard_command, study_score
 
     study, url = open_study(args, writes=args.note)  # a report reads; --note writes the dashboard's notes
     r = report(study, Path(args.out) if args.out else None)
@@ -665,7 +665,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(table)
         if len(df) > 20:
             say(f"... and {len(df) - 20} more rows in leaderboard.csv")
-        say(legend(table.splitlines()[0].split()))
+        say(legend(table.splitlines()[0].split(), study_score(study)))
     if r["control"]:
         say(r["control"])
     if r["fidelity"]:
@@ -862,6 +862,7 @@ def _add_trials(sub: Any) -> None:
 
 def run_trials(args: argparse.Namespace) -> int:
     from nas.progress import arch_brief, fmt_params
+    from nas.study import study_metric
 
     study, _ = open_study(args)
     width = terminal_width()
@@ -874,5 +875,5 @@ def run_trials(args: argparse.Namespace) -> int:
         arch = arch_brief(t) if "params" in a and a.get("reason") not in ("over_budget", "over_macs", "underfilled") else ""
         room = max(10, width - len(line))
         print(line + (arch if len(arch) <= room else arch[: room - 1] + "…"))
-    print("score: proxy_val_acc (@N: the last epoch a pruned or failed trial reached); nas report ranks them")
+    print(f"score: {study_metric(study)} (@N: the last epoch a pruned or failed trial reached); nas report ranks them")
     return 0

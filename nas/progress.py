@@ -14,7 +14,8 @@ from typing import Any, TextIO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.study import (FILL_MIN, METRIC, REJECTED, counts, cut_short, dashboard_command, repeat, shown_url, storage_url,
+from nas.score import label, metric_name
+from nas.study import (FILL_MIN, REJECTED, counts, cut_short, dashboard_command, repeat, shown_url, storage_url,
                        study_flags, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -242,7 +243,7 @@ class Progress:
         """'  #11  epoch 3/5, val 0.6400 after 2 | 12.6k basic 1 x 24, ...': the epoch in progress."""
         done = max(t.intermediate_values, default=0)
         epoch = min(done + 1, self.cfg.proxy_epochs)
-        last = f", val {t.intermediate_values[done]:.4f} after {done}" if done else ""
+        last = f", {label(self.cfg.score)} {t.intermediate_values[done]:.4f} after {done}" if done else ""
         params = fmt_params(t.user_attrs["params"]) + " " if "params" in t.user_attrs else ""
         return f"  #{t.number:<4} epoch {epoch}/{self.cfg.proxy_epochs}{last} | {params}{arch_brief(t)}"
 
@@ -253,10 +254,10 @@ class Progress:
         a = t.user_attrs
         head = f"#{t.number:<4}"
         if t.state == TrialState.COMPLETE:
-            head += f" val {t.value:.4f}"
+            head += f" {label(self.cfg.score)} {t.value:.4f}"
         elif t.state == TrialState.PRUNED:
             step, value = max(t.intermediate_values.items()) if t.intermediate_values else (0, float("nan"))
-            head += f" pruned after epoch {step} (val {value:.4f})"
+            head += f" pruned after epoch {step} ({label(self.cfg.score)} {value:.4f})"
         else:
             head += f" FAILED: {a.get('reason', '?')} ({a.get('error', '')})"
         seconds = trial_seconds(t)
@@ -328,7 +329,7 @@ class Progress:
             "trials_per_hour": self.rate(done),
             "gpu_busy": self.monitor.busy() if self.monitor else None,
             "gpu_busy_text": self.monitor.describe() if self.monitor and self.monitor.indices else None,
-            "top": [{"number": t.number, "val_acc": t.value, "params": t.user_attrs["params"],
+            "top": [{"number": t.number, "score": t.value, "params": t.user_attrs["params"],
                      "macs": t.user_attrs["macs"], "arch": arch_brief(t), "recipe": recipe_brief(t)}
                     for t in sorted((t for t in done if t.state == TrialState.COMPLETE),
                                     key=lambda t: -t.value)[:top]],  # fmt: skip
@@ -343,10 +344,10 @@ class Progress:
                     f"{cut_short_words(trials)}; {rejected_words(trials)}{shares}{again}; "
                     f"{fmt_seconds(wall)}{rate}{busy}")  # fmt: skip
         if r["top"]:
-            self._print(f"top {len(r['top'])} by {METRIC} after {cfg.proxy_epochs} proxy epochs:")
-            self._print("  trial    val   params     MACs  architecture | recipe")
+            self._print(f"top {len(r['top'])} by {metric_name(cfg.score)} after {cfg.proxy_epochs} proxy epochs:")
+            self._print(f"  trial  {label(cfg.score):>5}   params     MACs  architecture | recipe")
             for t in r["top"]:
-                self._print(f"  #{t['number']:<4} {t['val_acc']:.4f} {fmt_params(t['params']):>7} "
+                self._print(f"  #{t['number']:<4} {t['score']:.4f} {fmt_params(t['params']):>7} "
                             f"{fmt_params(t['macs']):>7}  {t['arch']} | {t['recipe']}")  # fmt: skip
         where = study_flags(study.study_name, r["storage"])
         self._print(*self.next_step([t["number"] for t in r["top"]], where))

@@ -19,10 +19,11 @@ from nas.count import count_peak_memory
 from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
 from nas.retrain import FIT_SUFFIX, base_name, describe, retrains
-from nas.study import (FILL_MIN, METRIC, StoredTrial, artifact_dir, cut_short, repeat, study_flags, study_home, study_space,
-                       study_system_attrs, study_url, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
+from nas.score import DESCRIPTIONS, is_accuracy
+from nas.study import (FILL_MIN, StoredTrial, artifact_dir, cut_short, repeat, study_flags, study_home, study_metric,
+                       study_score, study_space, study_system_attrs, study_url, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
 
-COLUMNS = ["name", "trial", "state", "proxy_val_acc", "proxy_epochs", "params", "macs", "ram", "retrain_test_acc",
+COLUMNS = ["name", "trial", "state", "proxy", "proxy_epochs", "params", "macs", "ram", "retrain_test_acc",
            "retrain_test_acc_tta", "retrain_epochs", "proxy_seconds", "arch", "recipe", "reason"]  # fmt: skip
 STATE_ORDER = {"complete": 0, "pruned": 1, "failed": 2}  # a pruned score is from fewer epochs: below every complete one
 MIN_IMPORTANCE_TRIALS = 8
@@ -32,7 +33,8 @@ MIN_FIDELITY_TRIALS = 3
 def leaderboard(study: optuna.Study):
     """One row per trained trial and per retrained preset: retrained ones first by test accuracy,
     then complete trials by proxy score, then pruned ones (scored after fewer epochs), then failed ones,
-    those cut short (interrupted, a dead worker, an error) included, each with its reason."""
+    those cut short (interrupted, a dead worker, an error) included, each with its reason. Column
+    `proxy` is the study's objective (`study_metric`), the name the written files give it."""
     import pandas as pd
 
     done = retrains(study)
@@ -43,7 +45,7 @@ def leaderboard(study: optuna.Study):
         a, r = t.user_attrs, done.get(f"trial-{t.number}", {})
         last = max(t.intermediate_values, default=None)
         rows.append({"name": f"trial-{t.number}", "trial": t.number, "state": _state(t),
-                     "proxy_val_acc": t.value if t.state == TrialState.COMPLETE else _last(t),
+                     "proxy": t.value if t.state == TrialState.COMPLETE else _last(t),
                      "proxy_epochs": proxy_epochs if t.state == TrialState.COMPLETE else last,
                      "params": a["params"], "macs": a["macs"], "ram": _ram(trial_arch(t)), **_retrain_columns(r),
                      "proxy_seconds": trial_seconds(t), "arch": arch_brief(t), "recipe": recipe_brief(t),
@@ -51,23 +53,23 @@ def leaderboard(study: optuna.Study):
     for name, r in done.items():
         if name.startswith("trial-") and base_name(name) != name:  # another seed of a retrained trial
             rows.append({"name": name, "trial": int(base_name(name).split("-")[1]), "state": "seed",
-                         "proxy_val_acc": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
+                         "proxy": None, "proxy_epochs": None, "params": r["params"], "macs": r["macs"],
                          **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
                          "recipe": Recipe.from_dict(r["recipe"]).describe()})  # fmt: skip
         if name.startswith("preset-"):
             size = {"params": r["params"], "macs": r["macs"], "ram": _ram(r["spec"])}
             over = any(size[measure] > limit for measure, limit in limits(study).items())  # any limit
             rows.append({"name": name, "trial": None, "state": "over budget" if over else "preset",
-                         "proxy_val_acc": None, "proxy_epochs": None, **size,
+                         "proxy": None, "proxy_epochs": None, **size,
                          **_retrain_columns(r), "proxy_seconds": None, "arch": ArchSpec.from_dict(r["spec"]).describe(),
                          "recipe": Recipe.from_dict(r["recipe"]).describe(), "reason": None})  # fmt: skip
     df = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("trial", "proxy_epochs", "retrain_epochs"):
         df[col] = df[col].astype("Int64")
-    for col in ("proxy_val_acc", "retrain_test_acc", "retrain_test_acc_tta", "proxy_seconds"):
+    for col in ("proxy", "retrain_test_acc", "retrain_test_acc_tta", "proxy_seconds"):
         df[col] = df[col].astype(float)  # None -> NaN: sortable, and blank in the printed table
     df["_rank"] = df["state"].map(STATE_ORDER).fillna(0)
-    df = df.sort_values(["retrain_test_acc", "_rank", "proxy_val_acc"], ascending=[False, True, False],
+    df = df.sort_values(["retrain_test_acc", "_rank", "proxy"], ascending=[False, True, False],
                         na_position="last")  # fmt: skip
     return df.drop(columns="_rank").reset_index(drop=True)
 
@@ -86,7 +88,7 @@ def _retrain_columns(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _last(t: FrozenTrial) -> float | None:
-    """A pruned trial's score: its last reported validation accuracy."""
+    """A pruned trial's score: the last it reported (the pruner's signal: the objective so far)."""
     return t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
 
 
@@ -94,21 +96,22 @@ def fidelity(df, flags: str = "") -> dict[str, Any] | None:
     """Rank correlation between proxy score and retrain accuracy over retrained complete trials (>= 3),
     with the baseline a proxy must beat to be worth its training: the parameter count alone. `flags`
     (' --study X') go into the commands it suggests."""
-    both = df[(df["state"] == "complete")].dropna(subset=["proxy_val_acc", "retrain_test_acc"])
+    both = df[(df["state"] == "complete")].dropna(subset=["proxy", "retrain_test_acc"])
     if len(both) < MIN_FIDELITY_TRIALS:
         return None
-    corr = both[["proxy_val_acc", "params", "retrain_test_acc"]].astype(float).corr
+    corr = both[["proxy", "params", "retrain_test_acc"]].astype(float).corr
     kendall, spearman = corr(method="kendall")["retrain_test_acc"], corr(method="spearman")["retrain_test_acc"]
     lengths = sorted(int(n) for n in both["retrain_epochs"].dropna().unique())
     warnings = []
     if len(lengths) > 1:
         warnings.append(f"the retrains differ in length ({', '.join(map(str, lengths))} epochs): longer ones score "
                         f"higher whatever their proxy said; retrain them alike (nas retrain --trial N --epochs E --replace{flags})")  # fmt: skip
-    if kendall["params"] > kendall["proxy_val_acc"]:
+    if kendall["params"] > kendall["proxy"]:
         warnings.append(f"the parameter count alone ranks these retrains better than the proxy does (Kendall tau "
-                        f"{kendall['params']:.3f} against {kendall['proxy_val_acc']:.3f}): retrain the largest trials "
-                        f"too, not only the proxy's best, and try a longer proxy (--proxy-epochs, --proxy-subset)")  # fmt: skip
-    return {"trials": len(both), "kendall_tau": float(kendall["proxy_val_acc"]), "spearman": float(spearman["proxy_val_acc"]),
+                        f"{kendall['params']:.3f} against {kendall['proxy']:.3f}): retrain the largest trials "
+                        f"too, not only the proxy's best; fill the budget (--fill-budget), and try a longer proxy "
+                        f"(--proxy-epochs, --proxy-subset) or another --score")  # fmt: skip
+    return {"trials": len(both), "kendall_tau": float(kendall["proxy"]), "spearman": float(spearman["proxy"]),
             "params_kendall_tau": float(kendall["params"]), "retrain_epochs": lengths, "warnings": warnings}  # fmt: skip
 
 
@@ -177,7 +180,7 @@ def console_table(df, width: int) -> str:
 
     columns = {  # header -> cell; in order of display
         "name": lambda r: r.name, "state": lambda r: r.reason if r.state == "failed" and isinstance(r.reason, str) else r.state,
-        "proxy": lambda r: num(r.proxy_val_acc, "{:.4f}".format), "ep": lambda r: num(r.proxy_epochs, str),
+        "proxy": lambda r: num(r.proxy, "{:.4f}".format), "ep": lambda r: num(r.proxy_epochs, str),
         "params": lambda r: fmt_params(r.params), "MACs": lambda r: f"{r.macs / 1e6:,.1f}M",
         "test": lambda r: num(r.retrain_test_acc, "{:.4f}".format),
         "TTA": lambda r: num(r.retrain_test_acc_tta, "{:.4f}".format),
@@ -200,9 +203,9 @@ def console_table(df, width: int) -> str:
     return "\n".join(out)
 
 
-def legend(shown: list[str]) -> str:
-    """What the printed columns mean, for those `shown`."""
-    words = {"proxy": f"{METRIC}, the proxy training's validation accuracy", "ep": "the epochs it ran (fewer if pruned)",
+def legend(shown: list[str], score: str) -> str:
+    """What the printed columns mean, for those `shown`, in a study searched with `score`."""
+    words = {"proxy": f"proxy_{score}, {DESCRIPTIONS[score]}", "ep": "the epochs it ran (fewer if pruned)",
              "test": "retrain test accuracy",
              "TTA": "the same with flip-TTA", "epochs": "of the retrain", "time": "of the proxy training"}  # fmt: skip
     return "; ".join(f"{h}: {w}" for h, w in words.items() if h in shown) + "."
@@ -262,25 +265,27 @@ def accuracy_vs(study: optuna.Study, df, measure: str = "params"):
 
     axis, _, limit_name = MEASURES[measure]
     limit = limits(study).get(measure)
-    scored = df.dropna(subset=["proxy_val_acc"]).sort_values(measure)
+    metric, accuracy = study_metric(study), is_accuracy(study_score(study))
+    proxy_axis = {} if accuracy else {"yaxis": "y2"}  # a score that is no accuracy gets an axis of its own
+    scored = df.dropna(subset=["proxy"]).sort_values(measure)
     complete, pruned = scored[scored["state"] == "complete"], scored[scored["state"] != "complete"]
     hover = "%{text}<br>%{x:,} " + axis + "<br>%{y:.4f}<extra></extra>"
     fig = go.Figure()
-    fig.add_scatter(x=complete[measure], y=complete["proxy_val_acc"], mode="markers", name=f"{METRIC} (complete)",
+    fig.add_scatter(x=complete[measure], y=complete["proxy"], mode="markers", name=f"{metric} (complete)",
                     marker_color=COLORS["complete"], text=complete["name"] + ": " + complete["arch"],
-                    hovertemplate=hover)  # fmt: skip
+                    hovertemplate=hover, **proxy_axis)  # fmt: skip
     if len(pruned):
-        fig.add_scatter(x=pruned[measure], y=pruned["proxy_val_acc"], mode="markers", marker_color=COLORS["pruned"],
+        fig.add_scatter(x=pruned[measure], y=pruned["proxy"], mode="markers", marker_color=COLORS["pruned"],
                         name="pruned (score when stopped)",
                         text=pruned["name"] + " after epoch " + pruned["proxy_epochs"].astype(str) + ": " + pruned["arch"],
-                        hovertemplate=hover)  # fmt: skip
-    front, best = [], -1.0
-    for x, y in zip(complete[measure], complete["proxy_val_acc"]):
+                        hovertemplate=hover, **proxy_axis)  # fmt: skip
+    front, best = [], -math.inf
+    for x, y in zip(complete[measure], complete["proxy"]):
         if y > best:
             front.append((x, y))
             best = y
     fig.add_scatter(x=[x for x, _ in front], y=[y for _, y in front], mode="lines+markers", line_shape="hv",
-                    marker_color=COLORS["pareto"], line_color=COLORS["pareto"], name="Pareto front")  # fmt: skip
+                    marker_color=COLORS["pareto"], line_color=COLORS["pareto"], name="Pareto front", **proxy_axis)  # fmt: skip
     retrained = df.dropna(subset=["retrain_test_acc"])
     for (is_preset, epochs), group in retrained.groupby([retrained["name"].str.startswith("preset-"), "retrain_epochs"]):
         names = [n + (" (over budget)" if s == "over budget" else "") for n, s in zip(group["name"], group["state"])]
@@ -290,11 +295,15 @@ def accuracy_vs(study: optuna.Study, df, measure: str = "params"):
                                 "color": COLORS["preset" if is_preset else "retrain"], "line": {"width": 1, "color": "white"}},
                         text=names, hovertemplate=hover)  # fmt: skip
     if limit:
-        ys = [*df["proxy_val_acc"].dropna(), *df["retrain_test_acc"].dropna()] or [0.0, 1.0]
+        ys = [*(df["proxy"].dropna() if accuracy else []), *df["retrain_test_acc"].dropna()]
+        ys = ys if len(set(ys)) > 1 else [0.0, 1.0]  # a line of no length would not show
         fig.add_scatter(x=[limit, limit], y=[min(ys), max(ys)], mode="lines", line={"dash": "dash", "color": "black"},
                         name=f"{limit_name} {limit:,}", hoverinfo="skip")  # fmt: skip
     fig.update_layout(title=f"{study.study_name}: accuracy vs {axis}", xaxis_title=f"{axis} (log scale)",
                       yaxis_title="accuracy", margin=MARGIN)  # fmt: skip
+    if not accuracy:
+        fig.update_layout(yaxis2={"title": metric, "overlaying": "y", "side": "right", "showgrid": False},
+                          legend={"x": 1.08})  # fmt: skip
     xs = [*scored[measure], *retrained[measure], *([limit] if limit else [])]
     if xs:  # padded: autorange puts the limit, usually the largest x, on the axis frame, where it is lost
         lo, hi = math.log10(min(xs)), math.log10(max(xs))
@@ -414,13 +423,13 @@ def importance_figure(study: optuna.Study, imp: dict[str, float]):
 
     names = list(reversed(list(imp)))
     fig = go.Figure(go.Bar(x=[imp[n] for n in names], y=names, orientation="h", marker_color=COLORS["complete"]))
-    fig.update_layout(title=f"{study.study_name}: what mattered for {METRIC} (PED-ANOVA over derived features)",
+    fig.update_layout(title=f"{study.study_name}: what mattered for {study_metric(study)} (PED-ANOVA over derived features)",
                       xaxis_title="importance", height=300 + 20 * len(names), margin=MARGIN)  # fmt: skip
     return fig
 
 
 def proxy_curves(study: optuna.Study):
-    """Each trained trial's validation accuracy per proxy epoch, coloured by how it ended."""
+    """Each trained trial's score per proxy epoch (what the pruner saw), coloured by how it ended."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -434,8 +443,9 @@ def proxy_curves(study: optuna.Study):
                         legendgroup=kind, showlegend=kind not in shown, line_color=COLORS[kind], opacity=0.7,
                         text=[f"#{t.number}"] * len(steps), hovertemplate="%{text}, epoch %{x}: %{y:.4f}<extra></extra>")  # fmt: skip
         shown.add(kind)
-    fig.update_layout(title=f"{study.study_name}: the proxy trainings, {METRIC} per epoch", xaxis_title="proxy epoch",
-                      yaxis_title=METRIC, legend_title="how it ended", margin=MARGIN, xaxis={"dtick": 1})  # fmt: skip
+    metric = study_metric(study)
+    fig.update_layout(title=f"{study.study_name}: the proxy trainings, {metric} per epoch", xaxis_title="proxy epoch",
+                      yaxis_title=metric, legend_title="how it ended", margin=MARGIN, xaxis={"dtick": 1})  # fmt: skip
     return fig
 
 
@@ -444,10 +454,10 @@ def fidelity_figure(study: optuna.Study, df, fid: dict[str, Any]):
     (the baseline the proxy must beat): the picture behind the rank correlations."""
     import plotly.graph_objects as go
 
-    both = df[df["state"] == "complete"].dropna(subset=["proxy_val_acc", "retrain_test_acc"])
+    both = df[df["state"] == "complete"].dropna(subset=["proxy", "retrain_test_acc"])
     ticks = log_ticks(both["params"].min(), both["params"].max())  # the colour is log10(params)
     fig = go.Figure(go.Scatter(
-        x=both["proxy_val_acc"], y=both["retrain_test_acc"], mode="markers+text", text=both["name"].str.removeprefix("trial-"),
+        x=both["proxy"], y=both["retrain_test_acc"], mode="markers+text", text=both["name"].str.removeprefix("trial-"),
         textposition="top center", customdata=both[["params", "retrain_epochs"]].astype(float).values,
         marker={"size": 12, "color": [math.log10(v) for v in both["params"]], "colorscale": "Viridis", "showscale": True,
                 "colorbar": {"title": "params", "tickvals": [math.log10(v) for v in ticks["tickvals"]],
@@ -456,7 +466,7 @@ def fidelity_figure(study: optuna.Study, df, fid: dict[str, Any]):
                       "<br>%{customdata[0]:,} params<extra></extra>"))  # fmt: skip
     fig.update_layout(title=f"{study.study_name}: proxy score vs retrain accuracy<br><sup>{fidelity_line(fid)}</sup>",
                       margin=MARGIN,
-                      xaxis_title=f"{METRIC} (proxy)", yaxis_title="retrain test accuracy")  # fmt: skip
+                      xaxis_title=f"{study_metric(study)} (proxy)", yaxis_title="retrain test accuracy")  # fmt: skip
     return fig
 
 
@@ -504,14 +514,15 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
     flags = study_flags(study.study_name, study_url(study))
     out = out or study_home(study.study_name, study_url(study)) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df = leaderboard(study)
-    df.to_csv(out / "leaderboard.csv", index=False)
+    df, metric = leaderboard(study), study_metric(study)
+    named = df.rename(columns={"proxy": metric})  # the files name the objective
+    named.to_csv(out / "leaderboard.csv", index=False)
     fid, skipped = fidelity(df, flags), {}
     if not fid:
         n = int(((df["state"] == "complete") & df["retrain_test_acc"].notna()).sum())
         skipped["proxy fidelity"] = (f"{n} retrained complete trial{'s' * (n != 1)}, {MIN_FIDELITY_TRIALS} needed; "
                                      f"retrain the best: nas retrain --top {MIN_FIDELITY_TRIALS}{flags}")  # fmt: skip
-    md = f"# {study.study_name}\n\n" + markdown_table(df)
+    md = f"# {study.study_name}\n\n" + markdown_table(named)
     control = against_control(df, flags)
     if control:
         md += f"\n{control}\n"
@@ -526,8 +537,8 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
         if measure in limits(study):
             figures[f"{measure}_check.html"] = budget_check(study, measure)
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        history = plot_optimization_history(study, target_name=METRIC)
-        history.update_layout(title=f"{study.study_name}: {METRIC} by trial, and the best so far", margin=MARGIN)
+        history = plot_optimization_history(study, target_name=metric)
+        history.update_layout(title=f"{study.study_name}: {metric} by trial, and the best so far", margin=MARGIN)
         figures["history.html"] = history
         figures["intermediate.html"] = proxy_curves(study)
     imp, why = importances(study)
@@ -544,7 +555,7 @@ def report(study: optuna.Study, out: Path | None = None) -> dict[str, Any]:
         skipped["retrain curves"] = "no retrain's history.csv is kept here"
     for name, fig in figures.items():  # one plotly.min.js beside them, works offline; the toolbar only on hover
         fig.write_html(out / name, include_plotlyjs="directory", config={"displaylogo": False})
-    (out / "index.html").write_text(index_page(study, df, fid, skipped, sorted(figures)))
+    (out / "index.html").write_text(index_page(study, named, fid, skipped, sorted(figures)))
     return {"dir": out, "leaderboard": df, "fidelity": fid, "control": control, "figures": sorted(figures),
             "importances": imp, "skipped": skipped}  # fmt: skip
 
@@ -555,8 +566,8 @@ PAGES = {"accuracy_vs_params.html": "proxy and retrain accuracy against paramete
          "budget_check.html": "every proposal's parameters against the budget, by what became of it",
          "macs_check.html": "every proposal's MACs against the MAC limit",
          "ram_check.html": "every proposal's peak activation memory against the RAM limit",
-         "history.html": f"{METRIC} by trial number and the best so far",
-         "intermediate.html": "each proxy training's validation accuracy per epoch",
+         "history.html": "the objective by trial number and the best so far",
+         "intermediate.html": "each proxy training's score per epoch",
          "importances.html": "what mattered, " + IMPORTANCE_WHY,
          "fidelity.html": "proxy score against retrain accuracy, coloured by parameters",
          "retrains.html": "each retrain's test accuracy and learning rate per epoch"}  # fmt: skip
@@ -607,17 +618,18 @@ def note(study: optuna.Study) -> str:
         "so; the figure *Budget check* on the study page shows every proposal against the budget.",
     ]  # fmt: skip
     best = sorted((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:5]
+    metric = study_metric(study)
     if best:
-        lines += ["", f"### Best trials ({METRIC})", "", "| trial | val acc | params | architecture | recipe |",
+        lines += ["", f"### Best trials ({metric})", "", f"| trial | {metric} | params | architecture | recipe |",
                   "|---|---|---|---|---|"]  # fmt: skip
         lines += [f"| {t.number} | {t.value:.4f} | {t.user_attrs['params']:,} | {arch_brief(t)} | {recipe_brief(t)} |"
                   for t in best]  # fmt: skip
     done_retrains = retrains(study)
     if done_retrains:
         lines += ["", "### Retrained in full (official test set)", "",
-                  "| name | test acc | flip-TTA | epochs | params | proxy val | files |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+                  f"| name | test acc | flip-TTA | epochs | params | {metric} | files |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, r in sorted(done_retrains.items(), key=lambda kv: -kv[1]["retrain_test_acc"]):
-            proxy = f"{r['proxy_val_acc']:.4f}" if r.get("proxy_val_acc") is not None else ""
+            proxy = f"{r[metric]:.4f}" if r.get(metric) is not None else ""
             lines.append(f"| {name} | {r['retrain_test_acc']:.4f} | {r['retrain_test_acc_tta']:.4f} | "
                          f"{r['retrain_epochs']} | {r['params']:,} | {proxy} | {_links(study, r)} |")  # fmt: skip
         control = against_control(leaderboard(study), study_flags(study.study_name, study_url(study)))

@@ -33,8 +33,8 @@ from nas.errors import NasError
 from nas.files import check_writable, clean_leftovers, replaced
 from nas.recipe import Recipe
 from nas.space import load_preset, parse_space, preset_width_multiple
-from nas.study import (REJECTED, RETRAIN_PREFIX, artifact_dir, repeat, set_study_system_attr, study_home, study_space,
-                       study_system_attrs, study_url, trial_arch, trial_recipe)  # fmt: skip
+from nas.study import (REJECTED, RETRAIN_PREFIX, artifact_dir, repeat, set_study_system_attr, study_home, study_metric,
+                       study_space, study_system_attrs, study_url, trial_arch, trial_recipe)  # fmt: skip
 
 CHECKPOINT_EVERY = 5
 FIT_SUFFIX = "-fit"  # a preset scaled to the study's limits
@@ -323,7 +323,7 @@ def _finish(study: optuna.Study, target: Target, data: Any, split: Any, result: 
         "test_loss": result.final["val_loss"],
         "params": count_params(target.spec),
         "macs": count_macs(target.spec),
-        "proxy_val_acc": target.trial.value if target.trial else None,
+        study_metric(study): target.trial.value if target.trial else None,  # the proxy's score, by its name
         "seed": recipe.seed,
         "dataset": data.name,
         "device": str(dev),

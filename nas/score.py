@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 HISTORY_SCORES = ("val_acc", "tse", "extrapolated")  # what `nas search --score` can make its objective
+DESCRIPTIONS = {"val_acc": "the proxy training's last validation accuracy",
+                "tse": "training speed: minus the proxy's summed epoch losses",
+                "extrapolated": "the validation curve's power law read at the retrain's length"}  # fmt: skip
 INIT_SCORES = ("synflow", "snip", "naswot")
 
 
@@ -41,6 +44,16 @@ INIT_SCORES = ("synflow", "snip", "naswot")
 def metric_name(score: str) -> str:
     """The objective's name in the study, the dashboard and the report: proxy_val_acc, proxy_tse, ..."""
     return f"proxy_{score}"
+
+
+def label(score: str) -> str:
+    """The score's word on a trial's progress line: 'val' for the validation accuracy, else its name."""
+    return "val" if score == "val_acc" else score
+
+
+def is_accuracy(score: str) -> bool:
+    """Whether the score reads as an accuracy (0-1, beside a retrain's) or is a scale of its own (tse)."""
+    return score != "tse"
 
 
 def horizon(retrain_epochs: int, proxy_subset: float) -> float:

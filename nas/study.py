@@ -46,7 +46,6 @@ IDENTITY_DEFAULTS = {"score": "val_acc"}  # what a study made before the key was
 # hold what a person reads there: short strings and numbers.
 ARCH_KEY, RECIPE_KEY, SPACE_KEY = "nas:arch", "nas:recipe", "nas:space"
 RETRAIN_PREFIX = "retrain:"  # + trial-42 / preset-resnet24: a retrain's result, a line for people, the dict for nas
-METRIC = "proxy_val_acc"  # the default objective's name in the dashboard, the report and the leaderboard
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # nas reports trials itself
 
@@ -441,7 +440,7 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
     if study.metric_names is None:
         with warnings.catch_warnings():  # experimental since Optuna 3.2, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([metric_name(identity.get("score", "val_acc"))])
+            study.set_metric_names([metric_name(identity.get("score", IDENTITY_DEFAULTS["score"]))])
     stored = {**study.user_attrs, "space": study_space(study)}
     if "budget" not in stored:
         # The space text is kept verbatim, for rebuilding trials, as a system attr: the dashboard would
@@ -462,6 +461,17 @@ def open_search_study(name: str, url: str, sampler: optuna.samplers.BaseSampler,
                 raise NasError(f"study {name!r} was made with {key} {shown(was)}, not {shown(now)}; "
                                f"pass another --study to start a new one.")  # fmt: skip
     return study
+
+
+def study_score(study: optuna.Study) -> str:
+    """What the study's proxy trainings were turned into (`nas search --score`), val_acc for studies
+    made before the choice existed."""
+    return study.user_attrs.get("score", IDENTITY_DEFAULTS["score"])
+
+
+def study_metric(study: optuna.Study) -> str:
+    """The objective's name, as the dashboard, the report and the leaderboard show it: proxy_val_acc, proxy_tse..."""
+    return metric_name(study_score(study))
 
 
 def study_space(study: optuna.Study) -> str | None:

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from nas.cli import main
-from nas.study import METRIC, counts, load_study, study_space, trial_arch
+from nas.study import counts, load_study, study_space, trial_arch
 
 STUDY = "tiny-synthetic-12k"
 
@@ -57,7 +57,7 @@ def detail(root, get) -> dict:
 def test_rejected_and_pruned_trials_say_what_they_are(searched, http_get):
     root, _ = searched
     d = detail(root, http_get)
-    assert d["objective_names"] == [METRIC]  # not "Objective 0"
+    assert d["objective_names"] == ["proxy_val_acc"]  # not "Objective 0"
     by_reason: dict[str, list[dict]] = {}
     for t in d["trials"]:
         attrs = {a["key"]: a["value"] for a in t["user_attrs"]}

@@ -37,7 +37,7 @@ def test_a_log_gets_one_status_line_per_trained_trial_not_per_rejection():
     assert text.count("| rejected ") == 3 and text.count(" val 0.") == 3
     assert "trained 3/3 | rejected 60 | running 0 | best 0.7000" in text
     summary = progress.summary(study)
-    assert summary["trained"] == 3 and summary["rejected"] == 60 and summary["top"][0]["val_acc"] == 0.7
+    assert summary["trained"] == 3 and summary["rejected"] == 60 and summary["top"][0]["score"] == 0.7
     assert "nas retrain --trial 62" in out.getvalue()
     assert "60 proposals rejected before training (over budget); 5% of 63 proposals passed the budget check (8% after the first 50)" in out.getvalue()
 

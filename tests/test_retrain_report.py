@@ -331,7 +331,7 @@ def test_fidelity_is_the_rank_correlation_of_proxy_and_retrain_against_the_param
 
     from nas.report import fidelity
 
-    df = pd.DataFrame({"trial": [0, 1, 2, 3, None, 5], "proxy_val_acc": [0.1, 0.2, 0.3, 0.4, None, 0.9],
+    df = pd.DataFrame({"trial": [0, 1, 2, 3, None, 5], "proxy": [0.1, 0.2, 0.3, 0.4, None, 0.9],
                        "retrain_test_acc": [0.5, 0.7, 0.6, 0.9, 0.95, 0.1], "retrain_epochs": [30, 30, 30, 30, 200, 30],
                        "params": [4, 3, 2, 1, 9, 5], "state": ["complete"] * 4 + ["preset", "pruned"]})  # fmt: skip
     f = fidelity(df)  # a preset has no proxy score; a pruned trial's is from fewer epochs
@@ -454,7 +454,7 @@ def test_the_leaderboard_ranks_pruned_scores_below_complete_ones_and_flags_an_ov
 
     df = leaderboard(made_up_study())
     assert list(df["state"]) == ["over budget", "complete", "complete", "pruned"]
-    assert list(df["proxy_val_acc"][1:]) == [0.6, 0.5, 0.9] and list(df["proxy_epochs"][1:]) == [5, 5, 1]
+    assert list(df["proxy"][1:]) == [0.6, 0.5, 0.9] and list(df["proxy_epochs"][1:]) == [5, 5, 1]
 
 
 def test_the_pareto_front_holds_complete_trials_only_on_a_log_axis():
@@ -561,7 +561,7 @@ def test_the_report_sets_the_search_best_against_the_scaled_hand_design_at_their
     stored("preset-resnet8-fit-seed1", 0.78, small, seed=1)
     df = leaderboard(study)
     seed_row = df[df["name"] == "trial-1-seed1"].iloc[0]
-    assert seed_row["state"] == "seed" and seed_row["trial"] == 1 and math.isnan(seed_row["proxy_val_acc"])
+    assert seed_row["state"] == "seed" and seed_row["trial"] == 1 and math.isnan(seed_row["proxy"])
     said = against_control(df)
     assert said.startswith("A hand design scaled to the budget matches or beats the search")
     assert "trial-1 0.7700 (2 seeds" in said and "preset-resnet8-fit 0.7800 (2 seeds" in said and "one seed" not in said

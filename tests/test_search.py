@@ -17,7 +17,7 @@ from nas.errors import NasError
 from nas.count import count_params
 from nas.liveness import WORKER_KEY
 from nas.search import claim_slot
-from nas.study import METRIC, counts, load_study, open_storage, study_space, trial_arch
+from nas.study import counts, load_study, open_storage, study_space, trial_arch
 
 FAST = ["--space", "tiny", "--dataset", "synthetic:200", "--proxy-epochs", "2", "--gpus", "cpu", "--seed", "0"]
 
@@ -47,7 +47,7 @@ def test_end_to_end_search_stores_everything(here, capsys):
     assert len(trained) == 4 and not [t for t in study.trials if t.state == TrialState.RUNNING]
     attrs = study.user_attrs
     assert attrs["budget"] == 5_000_000 and "stages" in study_space(study) and attrs["dataset"] == "synthetic:200"
-    assert study.metric_names == [METRIC]
+    assert study.metric_names == ["proxy_val_acc"]
     assert attrs["split"]["val_size"] == 20 and {"nas", "torch", "optuna"} <= set(attrs["versions"])
     for t in trained:
         a = t.user_attrs
@@ -195,6 +195,34 @@ def test_the_score_is_the_objective_and_the_pruners_signal_and_part_of_the_study
             [tse(rows[:k]) for k in range(1, len(rows) + 1)], abs=1e-4)  # the running sum, epoch by epoch
     code, _, err = search(capsys, "--trials", "3", "--study", "t")  # the default score would not compare
     assert code == 2 and "was made with score 'tse', not 'val_acc'" in err
+
+
+def test_a_study_searched_with_another_score_is_shown_by_that_scores_name(here, capsys):
+    """Not as a validation accuracy: the progress lines, `nas trials`, the retrain's record, the
+    report's files, legend and note all name the objective the study was searched with."""
+    import csv
+
+    from nas.report import note
+
+    code, out, _ = search(capsys, "--trials", "2", "--study", "t", "--score", "tse", "--pruner", "none")
+    best = max((t for t in study_of("t").trials if t.value is not None), key=lambda t: t.value)
+    assert code == 0 and f"#{best.number:<4} tse {best.value:.4f}" in out and " val " not in out
+    assert "top 2 by proxy_tse" in out
+    assert main(["trials", "--study", "t"]) == 0 and "score: proxy_tse" in capsys.readouterr().out
+    assert main(["retrain", "--study", "t", "--trial", str(best.number), "--epochs", "1"]) == 0
+    assert main(["report", "--study", "t", "--out", "rep"]) == 0
+    out = capsys.readouterr().out
+    assert "proxy: proxy_tse, training speed" in " ".join(out.split())
+    row = next(csv.DictReader(open(here / "rep" / "leaderboard.csv")))
+    assert "proxy_tse" in row and "proxy_val_acc" not in row and float(row["proxy_tse"]) == pytest.approx(best.value)
+    study = study_of("t")
+    assert "### Best trials (proxy_tse)" in note(study) and "| name | test acc | flip-TTA | epochs | params | proxy_tse |" in note(study)
+    from nas.report import accuracy_vs, leaderboard
+    from nas.retrain import retrains
+
+    assert retrains(study)[f"trial-{best.number}"]["proxy_tse"] == best.value
+    fig = accuracy_vs(study, leaderboard(study))  # minus a loss sum, not an accuracy: an axis of its own
+    assert {tr.yaxis for tr in fig.data if tr.name.startswith("proxy_tse")} == {"y2"} and fig.layout.yaxis2.title.text == "proxy_tse"
 
 
 def test_a_study_made_before_the_score_was_recorded_resumes_with_val_acc(here, capsys, monkeypatch):
