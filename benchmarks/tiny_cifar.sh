@@ -52,11 +52,6 @@ TPE=tiny-arch-tpe RANDOM_=tiny-arch-random
 SEARCH=(--space micro-arch --budget 1e5 --max-macs 2.5e7 --dataset "$DATA" --gpus cpu
         --proxy-epochs 5 --proxy-subset 0.2 --pruner none --trials "$TRIALS")
 
-trained() {  # trials a study has trained (0 before it exists)
-    python3 -c "import sys; from nas.study import counts, load_study
-try: print(sum(map(counts, load_study(sys.argv[1], sys.argv[2]).get_trials(deepcopy=False))))
-except Exception: print(0)" "$(storage "$1")" "$1"
-}
 search_both() {
     local tpe=($NAS search "${SEARCH[@]}" --study $TPE --storage "$(storage $TPE)" --seed 0 --record "$RECORD")
     local random=($NAS search "${SEARCH[@]}" --study $RANDOM_ --storage "$(storage $RANDOM_)" --sampler random

@@ -7,6 +7,11 @@ if [ "$LANES" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
 step() { echo "== $(date '+%F %T') $*"; }
 storage() { echo "journal:$STATE/$1.journal"; }
 
+trained() {  # trials a study has trained (0 before it exists)
+    python3 -c "import sys; from nas.study import counts, load_study
+try: print(sum(map(counts, load_study(sys.argv[1], sys.argv[2]).get_trials(deepcopy=False))))
+except Exception: print(0)" "$(storage "$1")" "$1"
+}
 retrain_one() {  # study, the retrain's name (its folder under STATE/study), retrain flags
     step "retrain $1 $2"
     $NAS retrain --study "$1" --storage "$(storage "$1")" "${@:3}" --out "$STATE/$1/$2" --dataset "$DATA" \
