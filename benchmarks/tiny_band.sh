@@ -11,7 +11,8 @@
 #    90-100% of the budget (or as much as the MAC limit allows) and of a shape of its own; the same proxy as the two searches (5 epochs on
 #    0.2 of the split, no pruner), so proxy_fidelity.py pools the three;
 # 3. retrain ResNet-8 scaled to the budget (preset-mlperf-tiny-resnet8-fit, seeds 0 and 1), a second
-#    seed of TPE 17, and BAND of tiny-arch-band's trials within 80-100% of the budget, spread over their proxy ranking;
+#    seed of TPE 17, and BAND of tiny-arch-band's trials within 80-100% of the budget, spread over their proxy
+#    ranking; then a second seed of the best of those;
 # 4. proxy_fidelity.py over the three studies: every candidate score, with intervals (RESULTS.md);
 # 5. with RERUN_SCORE set (the score the table chose, a `nas search --score` value): TPE again at the
 #    same limits with --fill-budget and that score (tiny-arch-tpe-fill-<score>), and its best retrained
@@ -61,6 +62,17 @@ for n in order[:k]:
 PY
     echo "$TPE preset-mlperf-tiny-resnet8-fit-seed1 --preset mlperf-tiny-resnet8 --fit-budget --seed 1"
 } | retrain_all
+
+step "a second seed of the best net of $BAND_STUDY"  # the best new net: the seed spread beside the ranks
+python3 - "$STATE" "$BAND_STUDY" <<'PY' | retrain_all
+import sys
+from nas.retrain import base_name, retrains
+from nas.study import load_study
+state, name = sys.argv[1:]
+done = {k: r for k, r in retrains(load_study(f"journal:{state}/{name}.journal", name)).items() if base_name(k) == k}
+best = max(done, key=lambda k: done[k]["retrain_test_acc"])
+print(name, f"{best}-seed1", f"--trial {best.removeprefix('trial-')} --seed 1")
+PY
 
 step "every candidate score against the retrains of the three studies"
 python3 benchmarks/proxy_fidelity.py --study $TPE --storage "$(storage $TPE)" --study $RANDOM_ \
