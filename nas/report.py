@@ -19,7 +19,7 @@ from nas.count import count_peak_memory
 from nas.progress import arch_brief, fmt_params, fmt_seconds, proxy_words, recipe_brief, rejected_words, trained
 from nas.recipe import Recipe
 from nas.retrain import FIT_SUFFIX, base_name, describe, retrains
-from nas.score import DESCRIPTIONS, is_accuracy
+from nas.score import DESCRIPTIONS, is_accuracy, metric_name
 from nas.study import (FILL_MIN, StoredTrial, artifact_dir, cut_short, repeat, study_flags, study_home, study_metric,
                        study_score, study_space, study_system_attrs, study_url, trial_arch, trial_recipe, trial_seconds)  # fmt: skip
 
@@ -205,7 +205,7 @@ def console_table(df, width: int) -> str:
 
 def legend(shown: list[str], score: str) -> str:
     """What the printed columns mean, for those `shown`, in a study searched with `score`."""
-    words = {"proxy": f"proxy_{score}, {DESCRIPTIONS[score]}", "ep": "the epochs it ran (fewer if pruned)",
+    words = {"proxy": f"{metric_name(score)}, {DESCRIPTIONS[score]}", "ep": "the epochs it ran (fewer if pruned)",
              "test": "retrain test accuracy",
              "TTA": "the same with flip-TTA", "epochs": "of the retrain", "time": "of the proxy training"}  # fmt: skip
     return "; ".join(f"{h}: {w}" for h, w in words.items() if h in shown) + "."
